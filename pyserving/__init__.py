@@ -1,0 +1,1 @@
+"""pyserving: TensorFlow-Serving-style model serving in Python."""
