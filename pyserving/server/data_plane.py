@@ -1,0 +1,258 @@
+"""The transport-neutral data plane: one implementation of every TF Serving API.
+
+The gRPC and REST front ends only parse their wire format, call a method here, and encode
+the result, so the two cannot drift. Each method resolves the model spec through the
+manager (name + version, label, or latest), holds a :class:`ServableHandle` for exactly
+the duration of the request, and raises :class:`ServingError` with TF Serving's codes and
+messages.
+
+Threading: every method is safe to call from many threads at once; none takes a lock
+that a load or unload holds. Methods block while the model runs.
+
+Tensor decoding is passed in as a function of the resolved signature (``decode``),
+because REST can only turn JSON into tensors once it knows the signature, and TF
+Serving's check order (servable lookup, then signature, then tensor conversion) must hold
+for both transports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+
+from pyserving.servable.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnimplementedError,
+)
+from pyserving.servable.handle import ServableHandle
+from pyserving.servable.ids import ServableId, ServableRequest
+from pyserving.servable.signature import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    REGRESS_METHOD,
+    InferenceServable,
+    SignatureSpec,
+)
+from pyserving.servable.state import ServableState
+from pyserving.servable.validation import check_inputs, check_output_filter
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+__all__ = [
+    "ModelSpec",
+    "ServingCore",
+    "DataPlane",
+    "PredictResult",
+    "ClassifyResult",
+    "RegressResult",
+    "MetadataResult",
+]
+
+Decode = Callable[[SignatureSpec], Mapping[str, "np.ndarray"]]
+
+
+class ServingCore(Protocol):
+    """What the data plane needs from the server core (the manager behind it)."""
+
+    def get_handle(self, request: ServableRequest) -> ServableHandle[Any]: ...
+
+    def version_labels(self, name: str) -> Mapping[str, int]: ...
+
+    def version_states(self, name: str) -> list[ServableState]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """TF Serving's ``ModelSpec``, transport-neutral. At most one of version / label."""
+
+    name: str
+    version: int | None = None
+    version_label: str | None = None
+    signature_name: str = ""
+
+    def request(self, labels: Callable[[str], Mapping[str, int]]) -> ServableRequest:
+        if not self.name:
+            raise InvalidArgumentError("ModelSpec has no name specified.")
+        if self.version is not None:
+            if self.version < 0:
+                raise InvalidArgumentError(f"model version must be >= 0, got {self.version}")
+            return ServableRequest.specific(self.name, self.version)
+        if self.version_label:
+            version = labels(self.name).get(self.version_label)
+            if version is None:
+                raise InvalidArgumentError(f"Unrecognized servable version label: {self.version_label}")
+            return ServableRequest.specific(self.name, version)
+        return ServableRequest.latest(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictResult:
+    id: ServableId
+    signature_name: str
+    signature: SignatureSpec
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyResult:
+    id: ServableId
+    signature_name: str
+    classes: Any | None  # [batch, k] bytes, or None when the signature has none
+    scores: Any | None  # [batch, k] float, or None
+
+
+@dataclass(frozen=True, slots=True)
+class RegressResult:
+    id: ServableId
+    signature_name: str
+    values: Any  # [batch] float
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataResult:
+    id: ServableId
+    signature_def_map: Mapping[str, Any]  # name -> tensorflow SignatureDef proto
+
+
+class DataPlane:
+    """Predict, classify, regress, multi-inference, metadata and status over a core."""
+
+    def __init__(self, core: ServingCore) -> None:
+        self._core = core
+
+    # -- resolution -----------------------------------------------------------------
+
+    def _handle(self, spec: ModelSpec) -> ServableHandle[Any]:
+        return self._core.get_handle(spec.request(self._core.version_labels))
+
+    @staticmethod
+    def _inference(handle: ServableHandle[Any]) -> InferenceServable:
+        servable = handle.servable
+        if not isinstance(servable, InferenceServable):
+            raise FailedPreconditionError(
+                f"Servable {handle.id} ({type(servable).__name__}) has no signatures to run"
+            )
+        return servable
+
+    # -- predict --------------------------------------------------------------------
+
+    def predict(self, spec: ModelSpec, decode: Decode, output_filter: Sequence[str] = ()) -> PredictResult:
+        """Run a predict signature. ``decode(signature)`` yields the input arrays."""
+        with self._handle(spec) as handle:
+            servable = self._inference(handle)
+            name = spec.signature_name or DEFAULT_SIGNATURE
+            signature = servable.signatures.get(name)
+            if signature is None:
+                raise FailedPreconditionError(f'Serving signature key "{name}" not found.')
+            inputs = decode(signature)
+            check_inputs(signature, inputs)
+            check_output_filter(signature, output_filter)
+            outputs = servable.run(name, inputs, tuple(output_filter))
+            return PredictResult(handle.id, name, signature, outputs)
+
+    # -- classify / regress ------------------------------------------------------------
+
+    def classify(self, spec: ModelSpec, examples: Sequence[bytes]) -> ClassifyResult:
+        """Run a classify signature on serialized ``tf.Example`` records."""
+        with self._handle(spec) as handle:
+            name, classes, scores = self._run_examples(handle, spec, examples, CLASSIFY_METHOD)
+            return ClassifyResult(handle.id, name, classes, scores)
+
+    def regress(self, spec: ModelSpec, examples: Sequence[bytes]) -> RegressResult:
+        """Run a regress signature on serialized ``tf.Example`` records."""
+        with self._handle(spec) as handle:
+            name, values, _ = self._run_examples(handle, spec, examples, REGRESS_METHOD)
+            return RegressResult(handle.id, name, values)
+
+    def multi_inference(
+        self, tasks: Sequence[tuple[ModelSpec, str]], examples: Sequence[bytes]
+    ) -> list[ClassifyResult | RegressResult]:
+        """Several classify/regress signatures of one model on the same examples."""
+        if not tasks:
+            raise InvalidArgumentError("MultiInferenceRequest has no tasks")
+        first = tasks[0][0]
+        seen: set[str] = set()
+        for spec, method in tasks:
+            if spec.name != first.name:
+                raise InvalidArgumentError(
+                    "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+                )
+            signature_name = spec.signature_name or DEFAULT_SIGNATURE
+            if signature_name in seen:
+                raise InvalidArgumentError(f"Duplicate evaluation of signature: {signature_name}")
+            seen.add(signature_name)
+            if method not in (CLASSIFY_METHOD, REGRESS_METHOD):
+                raise UnimplementedError(f"Unsupported signature method_name: {method}")
+        results: list[ClassifyResult | RegressResult] = []
+        with self._handle(first) as handle:
+            servable = self._inference(handle)
+            for spec, method in tasks:
+                signature_name = spec.signature_name or DEFAULT_SIGNATURE
+                if signature_name not in servable.signatures:
+                    raise InvalidArgumentError(f"Requested signature not found in model graph: {signature_name}")
+                name, a, b = self._run_examples(handle, spec, examples, method)
+                if method == CLASSIFY_METHOD:
+                    results.append(ClassifyResult(handle.id, name, a, b))
+                else:
+                    results.append(RegressResult(handle.id, name, a))
+        return results
+
+    def _run_examples(
+        self, handle: ServableHandle[Any], spec: ModelSpec, examples: Sequence[bytes], method: str
+    ) -> tuple[str, Any, Any]:
+        servable = self._inference(handle)
+        name = spec.signature_name or DEFAULT_SIGNATURE
+        signature = servable.signatures.get(name)
+        if signature is None:
+            raise InvalidArgumentError(f"No signature was found with the name: {name}")
+        if signature.method_name != method:
+            kind = "classification" if method == CLASSIFY_METHOD else "regression"
+            raise InvalidArgumentError(
+                f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}"
+            )
+        if not examples:
+            raise InvalidArgumentError("Input is empty.")
+        runner = getattr(servable, "classify" if method == CLASSIFY_METHOD else "regress", None)
+        if runner is None:
+            raise UnimplementedError(f"Servable {handle.id} does not support {method}")
+        result = runner(name, list(examples))
+        if method == CLASSIFY_METHOD:
+            classes, scores = result
+            return name, classes, scores
+        return name, result, None
+
+    # -- metadata and status ------------------------------------------------------------
+
+    def metadata(self, spec: ModelSpec, fields: Sequence[str] = ("signature_def",)) -> MetadataResult:
+        """The signature defs of the resolved version (``metadata_field`` = signature_def)."""
+        if not fields:
+            raise InvalidArgumentError("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in fields:
+            if field != "signature_def":
+                raise InvalidArgumentError(f"Metadata field {field} is not supported")
+        with self._handle(spec) as handle:
+            servable = handle.servable
+            signature_defs = getattr(servable, "signature_def_map", None)
+            if callable(signature_defs):
+                defs = signature_defs()
+            else:
+                from pyserving.server.signature_defs import signature_defs_from_specs
+
+                defs = signature_defs_from_specs(self._inference(handle).signatures)
+            return MetadataResult(handle.id, defs)
+
+    def status(self, spec: ModelSpec) -> list[ServableState]:
+        """Every known version of the model, highest first (the label is ignored, as in TF Serving)."""
+        if not spec.name:
+            raise InvalidArgumentError("ModelSpec has no name specified.")
+        states = self._core.version_states(spec.name)
+        if spec.version is not None:
+            states = [s for s in states if s.id.version == spec.version]
+            if not states:
+                raise NotFoundError(f"Could not find version {spec.version} of model {spec.name}")
+        elif not states:
+            raise NotFoundError(f"Could not find any versions of model {spec.name}")
+        return sorted(states, key=lambda s: s.id.version, reverse=True)

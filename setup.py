@@ -1,0 +1,47 @@
+"""Packaging for pyserving. Runtime dependencies are TF Serving's wire formats and our servers."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+version: dict[str, str] = {}
+exec((ROOT / "pyserving" / "_version.py").read_text(), version)
+
+setup(
+    name="pyserving",
+    version=version["__version__"],
+    description="TensorFlow-Serving-style model serving in Python: drop-in gRPC/REST APIs, live version updates.",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pyserving", "pyserving.*"]),
+    include_package_data=True,
+    package_data={"pyserving": ["data/**/*", "py.typed"]},
+    install_requires=[
+        "tensorflow>=2.15,<3",
+        "tensorflow-serving-api>=2.15,<3",
+        "numpy>=1.24",
+        "grpcio>=1.60",
+        "grpcio-health-checking>=1.60",
+        "protobuf>=4.21",
+        "watchdog>=4.0",
+        "uvicorn>=0.30",
+        "httptools>=0.6",
+        "orjson>=3.9",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "requests>=2.31"],
+    },
+    entry_points={
+        "console_scripts": [
+            "pyserving=pyserving.cli:main",
+            "pyserving-model-server=pyserving.server.main:main",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
