@@ -68,16 +68,29 @@ class DType(enum.IntEnum):
     @classmethod
     def from_numpy(cls, dtype: Any) -> DType:
         """The DType of a numpy dtype (``object``/bytes/str kinds map to STRING)."""
+        cached = _FROM_NUMPY.get(dtype)
+        if cached is not None:
+            return cached
         import numpy as np
 
         dt = np.dtype(dtype)
         if dt.kind in ("O", "S", "U"):
-            return cls.STRING
-        for member, name in _NUMPY_NAMES.items():
-            if name == dt.name:
-                return member
-        raise ValueError(f"no tensor type for numpy dtype {dt}")
+            member = cls.STRING
+        else:
+            for member, name in _NUMPY_NAMES.items():
+                if name == dt.name:
+                    break
+            else:
+                raise ValueError(f"no tensor type for numpy dtype {dt}")
+        try:
+            _FROM_NUMPY[dtype] = member
+        except TypeError:  # an unhashable dtype spec: just do not cache it
+            pass
+        return member
 
+
+#: numpy dtype (or dtype spec) -> DType, filled on first use; the request path hits it per tensor.
+_FROM_NUMPY: dict[object, DType] = {}
 
 _NUMPY_NAMES: dict[DType, str] = {
     DType.FLOAT: "float32",

@@ -53,6 +53,9 @@ __all__ = [
 
 Decode = Callable[[SignatureSpec], Mapping[str, "np.ndarray"]]
 
+#: servable type -> whether it satisfies InferenceServable (checked once per type).
+_RUNS_INFERENCE: dict[type, bool] = {}
+
 
 class ServingCore(Protocol):
     """What the data plane needs from the server core (the manager behind it)."""
@@ -131,7 +134,11 @@ class DataPlane:
     @staticmethod
     def _inference(handle: ServableHandle[Any]) -> InferenceServable:
         servable = handle.servable
-        if not isinstance(servable, InferenceServable):
+        kind = type(servable)
+        runs = _RUNS_INFERENCE.get(kind)
+        if runs is None:  # a runtime Protocol check costs microseconds: once per type
+            runs = _RUNS_INFERENCE[kind] = isinstance(servable, InferenceServable)
+        if not runs:
             raise FailedPreconditionError(
                 f"Servable {handle.id} ({type(servable).__name__}) has no signatures to run"
             )

@@ -1,0 +1,475 @@
+"""The gRPC front end: TF Serving's PredictionService and ModelService, plus grpc.health.v1.
+
+A thin layer over :class:`~pyserving.server.data_plane.DataPlane`: every RPC parses its
+request proto, makes one data-plane call and encodes the result. Errors are answered in
+one place (:func:`_rpc`): a :class:`ServingError` becomes the gRPC status of the same
+code with the message cut to 1024 characters (``status.grpc_message``); any other
+exception is logged with its traceback and answered INTERNAL. No input can crash the
+server.
+
+Wire compatibility: the services are registered with the generated
+``add_*Servicer_to_server`` functions shipped in ``tensorflow-serving-api`` (never
+re-generated), so the official stubs talk to this server unchanged. The servicers are
+plain classes (not subclasses of the generated base classes) so that importing this
+module loads neither TensorFlow nor its protos; they are imported once, when a servicer
+is built.
+
+Deadlines: an RPC whose client deadline has already passed when it starts running (it
+waited in the thread pool) is answered DEADLINE_EXCEEDED without touching the model.
+A request already running when its deadline passes runs to the end; gRPC drops its answer
+(TF Serving turns the deadline into a session timeout, which Python cannot do).
+
+Health: ``grpc.health.v1.Health`` answers SERVING for "", ``tensorflow.serving.PredictionService``
+and ``tensorflow.serving.ModelService``. TF Serving registers it only with
+``--enable_grpc_healthcheck_service``; we always register it (a deliberate, harmless
+extension: a client that never calls it sees no difference). On :meth:`GrpcServerHandle.stop`
+every service turns NOT_SERVING first.
+
+Threading: RPCs run on a ``ThreadPoolExecutor`` of ``max_threads`` workers (TF Serving's
+``--grpc_max_threads``); the servicers keep no per-request state and are safe to call
+from all of them at once. Requests beyond ``max_threads`` wait in gRPC's queue.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence, TypeVar
+
+import grpc
+
+from pyserving.servable.errors import (
+    Code,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    ServingError,
+    UnavailableError,
+)
+from pyserving.server.api_protos import metadata_response, spec_from_proto, status_response
+from pyserving.server.data_plane import ClassifyResult, DataPlane, ModelSpec, RegressResult
+from pyserving.server.status import grpc_message, to_serving_error
+
+__all__ = [
+    "GrpcServerOptions",
+    "GrpcServerHandle",
+    "PredictionServiceServicer",
+    "ModelServiceServicer",
+    "start_grpc_server",
+    "HEALTH_SERVICES",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Services the health service reports SERVING ("" is the whole server).
+HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+
+ReloadConfig = Callable[[Any], None]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: Code numbers equal gRPC's, so this is a renaming, not a second error table.
+_GRPC_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _rpc(method: _F) -> _F:
+    """Wrap one RPC: deadline check first, then every failure becomes exactly one gRPC status."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        remaining = context.time_remaining()  # no deadline: a very large number (or None)
+        if remaining is not None and remaining <= 0:
+            error: ServingError = DeadlineExceededError(
+                f"{name}: the client's deadline passed before the request started running"
+            )
+        else:
+            try:
+                return method(self, request, context)
+            except ServingError as exc:
+                error = exc
+            except Exception as exc:  # a bug: report it, keep serving
+                _log.exception("%s failed with an unexpected error; answering INTERNAL", name)
+                error = to_serving_error(exc)
+        code = _GRPC_CODES.get(int(error.code), grpc.StatusCode.UNKNOWN)
+        if code is grpc.StatusCode.OK:  # an error must never read as success
+            code = grpc.StatusCode.UNKNOWN
+        context.abort(code, grpc_message(error.message))
+
+    return handler  # type: ignore[return-value]
+
+
+def _spec(request: Any) -> ModelSpec:
+    if not request.HasField("model_spec"):
+        raise InvalidArgumentError("Missing ModelSpec")
+    return spec_from_proto(request.model_spec)
+
+
+def _fill_spec(target: Any, result: Any) -> None:
+    """The response ModelSpec: the name and version that served, and the resolved signature."""
+    target.name = result.id.name
+    target.version.value = result.id.version
+    target.signature_name = result.signature_name
+
+
+def _serialized_examples(input_proto: Any) -> list[bytes]:
+    """The request's ``tf.Example`` records, serialized, as TF Serving feeds them to the model.
+
+    ``example_list_with_context``: each record is the serialized context followed by the
+    serialized example, exactly TF Serving's ``InputToSerializedExampleTensor``; parsing
+    that concatenation merges the two, so an example's feature overrides the context's
+    feature of the same name. No input (kind unset) gives no records ("Input is empty.").
+    """
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        return [example.SerializeToString() for example in input_proto.example_list.examples]
+    if kind == "example_list_with_context":
+        with_context = input_proto.example_list_with_context
+        context = with_context.context.SerializeToString()
+        return [context + example.SerializeToString() for example in with_context.examples]
+    return []
+
+
+def _shape_text(array: Any) -> str:
+    return "[" + ",".join(str(d) for d in array.shape) + "]"
+
+
+def _fill_classification(result: Any, classes: Any, scores: Any, num_examples: int) -> None:
+    """``ClassificationResult`` from [batch, k] labels and/or scores (TF Serving's checks)."""
+    import numpy as np
+
+    matrices = []
+    for what, value, kinds in (("classes", classes, "OSU"), ("scores", scores, "fiu")):
+        if value is None:
+            matrices.append(None)
+            continue
+        array = np.asarray(value)
+        if array.ndim != 2:
+            raise InvalidArgumentError(
+                f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(array)}"
+            )
+        if array.dtype.kind not in kinds:
+            wanted = "DT_STRING" if what == "classes" else "DT_FLOAT"
+            raise InvalidArgumentError(f"Expected {what} Tensor of {wanted}. Got: {array.dtype}")
+        if array.shape[0] != num_examples:
+            raise InvalidArgumentError(
+                f"Expected {what} output batch size of {num_examples}. Got: {array.shape[0]}"
+            )
+        matrices.append(array)
+    label_array, score_array = matrices
+    if label_array is not None and score_array is not None and label_array.shape[1] != score_array.shape[1]:
+        raise InvalidArgumentError(
+            "Tensors class and score should match in dim_size(1). "
+            f"Got {label_array.shape[1]} vs. {score_array.shape[1]}"
+        )
+    shaped = label_array if label_array is not None else score_array
+    num_classes = 0 if shaped is None else shaped.shape[1]
+    labels = label_array.tolist() if label_array is not None else None
+    values = score_array.astype(np.float32).tolist() if score_array is not None else None
+    for i in range(num_examples):
+        classes_out = result.classifications.add().classes
+        for j in range(num_classes):
+            entry = classes_out.add()
+            if labels is not None:
+                label = labels[i][j]
+                # Labels are proto strings; undecodable bytes stay visible, never crash.
+                entry.label = label.decode("utf-8", "backslashreplace") if isinstance(label, bytes) else str(label)
+            if values is not None:
+                entry.score = values[i][j]
+
+
+def _fill_regression(result: Any, values: Any, num_examples: int) -> None:
+    """``RegressionResult`` from a [batch] or [batch, 1] float array (TF Serving's checks)."""
+    import numpy as np
+
+    array = np.asarray(values)
+    if not (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)):
+        raise InvalidArgumentError(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+            f"but got {_shape_text(array)}"
+        )
+    if array.shape[0] != num_examples:
+        raise InvalidArgumentError(
+            f"Input batch size did not match output batch size: {num_examples} vs. {array.shape[0]}"
+        )
+    if array.dtype.kind not in "fiu":
+        raise InvalidArgumentError(f"Expected output Tensor of DT_FLOAT. Got: {array.dtype}")
+    regressions = result.regressions
+    for value in array.reshape(-1).astype(np.float32).tolist():
+        regressions.add().value = value
+
+
+class PredictionServiceServicer:
+    """``tensorflow.serving.PredictionService`` over a :class:`DataPlane`.
+
+    ``tensor_content_outputs`` (``--enable_serialization_as_tensor_content``) encodes
+    Predict outputs as packed ``tensor_content`` instead of typed ``*_val`` fields.
+    """
+
+    def __init__(self, data_plane: DataPlane, *, tensor_content_outputs: bool = False) -> None:
+        from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
+
+        from pyserving.server import tensor_codec
+
+        self._data_plane = data_plane
+        self._tensor_content = tensor_content_outputs
+        self._to_numpy = tensor_codec.to_numpy
+        self._from_numpy = tensor_codec.from_numpy
+        self._predict_response = predict_pb2.PredictResponse
+        self._classification_response = classification_pb2.ClassificationResponse
+        self._regression_response = regression_pb2.RegressionResponse
+        self._multi_inference_response = inference_pb2.MultiInferenceResponse
+
+    @_rpc
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+        spec = _spec(request)
+        inputs = request.inputs
+        to_numpy = self._to_numpy
+
+        def decode(signature: Any) -> dict[str, Any]:
+            return {name: to_numpy(tensor) for name, tensor in inputs.items()}
+
+        result = self._data_plane.predict(spec, decode, tuple(request.output_filter))
+        response = self._predict_response()
+        _fill_spec(response.model_spec, result)
+        outputs = response.outputs
+        from_numpy, as_content = self._from_numpy, self._tensor_content
+        for name, array in result.outputs.items():
+            outputs[name].CopyFrom(from_numpy(array, as_tensor_content=as_content))
+        return response
+
+    @_rpc
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        spec = _spec(request)
+        examples = _serialized_examples(request.input)
+        result = self._data_plane.classify(spec, examples)
+        response = self._classification_response()
+        _fill_spec(response.model_spec, result)
+        _fill_classification(response.result, result.classes, result.scores, len(examples))
+        return response
+
+    @_rpc
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        spec = _spec(request)
+        examples = _serialized_examples(request.input)
+        result = self._data_plane.regress(spec, examples)
+        response = self._regression_response()
+        _fill_spec(response.model_spec, result)
+        _fill_regression(response.result, result.values, len(examples))
+        return response
+
+    @_rpc
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        # As TF Serving: a task without a model_spec has the empty spec (no "Missing ModelSpec").
+        tasks = [(spec_from_proto(task.model_spec), task.method_name) for task in request.tasks]
+        examples = _serialized_examples(request.input)
+        results = self._data_plane.multi_inference(tasks, examples)
+        response = self._multi_inference_response()
+        for result in results:
+            entry = response.results.add()
+            _fill_spec(entry.model_spec, result)
+            if isinstance(result, ClassifyResult):
+                _fill_classification(entry.classification_result, result.classes, result.scores, len(examples))
+            elif isinstance(result, RegressResult):
+                _fill_regression(entry.regression_result, result.values, len(examples))
+        return response
+
+    @_rpc
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        spec = _spec(request)
+        result = self._data_plane.metadata(spec, tuple(request.metadata_field))
+        return metadata_response(result.id, result.signature_def_map)
+
+
+class ModelServiceServicer:
+    """``tensorflow.serving.ModelService``: model status and config reload.
+
+    ``reload_config(config)`` receives the request's ``ModelServerConfig`` (always a
+    ``model_config_list``; anything else is refused here, as TF Serving does), blocks
+    until the reload is done and raises ``ServingError`` on failure. The outcome is the
+    RPC status; on success the response's ``status`` is OK. (On failure gRPC sends no
+    response body, so the ``status`` field can only ever carry OK to a client.)
+    ``metric_names``: pyserving keeps no TF monitoring counters, so every requested
+    metric is answered with ``int64_value_increase: 0``.
+    """
+
+    def __init__(self, data_plane: DataPlane, reload_config: ReloadConfig) -> None:
+        from tensorflow_serving.apis import model_management_pb2
+
+        self._data_plane = data_plane
+        self._reload_config = reload_config
+        self._reload_response = model_management_pb2.ReloadConfigResponse
+
+    @_rpc
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return status_response(self._data_plane.status(_spec(request)))
+
+    @_rpc
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        config = request.config
+        if config.WhichOneof("config") != "model_config_list":
+            raise InvalidArgumentError(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                "Only ModelConfigList is currently supported"
+            )
+        for index, entry in enumerate(config.model_config_list.config):
+            _log.info(
+                "Reload config entry %d: name=%s base_path=%s platform=%s",
+                index, entry.name, entry.base_path, entry.model_platform,
+            )
+        try:
+            self._reload_config(config)
+        except ServingError as exc:
+            _log.error("ReloadConfig failed: %s", exc.message)
+            raise
+        response = self._reload_response()
+        response.status.error_code = int(Code.OK)
+        for name in request.metric_names:
+            response.metric.add(name=name, int64_value_increase=0)
+        return response
+
+
+def _default_max_threads() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return 4 * max(cpus, 1)
+
+
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class GrpcServerOptions:
+    """Where and how the gRPC server listens (TF Serving's gRPC flags).
+
+    ``port``: TCP port (``--port``, default 8500); 0 picks a free port; None serves no
+    TCP port (then ``socket_path`` is required). ``socket_path``: also serve on the UNIX
+    socket ``unix:<path>`` (``--grpc_socket_path``). ``max_threads``: RPC worker threads
+    (``--grpc_max_threads``, default 4 x schedulable CPUs). ``channel_arguments``: extra
+    gRPC server arguments (``--grpc_channel_arguments``), applied last so they override
+    ours. ``max_message_bytes``: receive and send limit in bytes (TF Serving: INT32_MAX).
+    ``tensor_content_outputs``: ``--enable_serialization_as_tensor_content``.
+    SO_REUSEPORT is off unless ``channel_arguments`` turns it on, so a port already
+    served by another process is an error instead of silently shared.
+    """
+
+    host: str = "0.0.0.0"
+    port: int | None = 8500
+    socket_path: str = ""
+    max_threads: int = field(default_factory=_default_max_threads)
+    channel_arguments: Sequence[tuple[str, int | str]] = field(default_factory=list)
+    max_message_bytes: int = _INT32_MAX
+    tensor_content_outputs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise InvalidArgumentError(f"gRPC port must be in [0, 65535] or None, got {self.port}")
+        if self.port is None and not self.socket_path:
+            raise InvalidArgumentError(
+                "At least one of the gRPC port or socket_path must be set, got port=None and socket_path=''"
+            )
+        if self.max_threads < 1:
+            raise InvalidArgumentError(f"grpc max_threads must be >= 1, got {self.max_threads}")
+        if not 1 <= self.max_message_bytes <= _INT32_MAX:
+            raise InvalidArgumentError(
+                f"max_message_bytes must be in [1, {_INT32_MAX}], got {self.max_message_bytes}"
+            )
+
+    def server_arguments(self) -> list[tuple[str, int | str]]:
+        merged: dict[str, int | str] = {
+            "grpc.max_receive_message_length": self.max_message_bytes,
+            "grpc.max_send_message_length": self.max_message_bytes,
+            "grpc.so_reuseport": 0,
+        }
+        merged.update(dict(self.channel_arguments))
+        return list(merged.items())
+
+
+class GrpcServerHandle:
+    """A running gRPC server. ``port`` is the bound TCP port (None when TCP is off)."""
+
+    def __init__(
+        self,
+        server: grpc.Server,
+        executor: futures.ThreadPoolExecutor,
+        health_servicer: Any,
+        port: int | None,
+        addresses: Sequence[str],
+    ) -> None:
+        self._server = server
+        self._executor = executor
+        self._health = health_servicer
+        self.port = port
+        self.addresses = tuple(addresses)
+
+    def stop(self, grace_s: float | None = 5.0) -> None:
+        """Health turns NOT_SERVING; new RPCs are refused; RPCs in flight get ``grace_s``
+        seconds (None = wait for them all) before they are cancelled. Returns once every
+        worker thread has finished (a handler inside a model call finishes that call).
+        Safe to call more than once."""
+        self._health.enter_graceful_shutdown()
+        self._server.stop(grace_s).wait()
+        self._executor.shutdown(wait=True)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the server stops; True if it has stopped, False on timeout."""
+        return not self._server.wait_for_termination(timeout_s)
+
+    def __enter__(self) -> GrpcServerHandle:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop(0)
+
+
+def start_grpc_server(
+    data_plane: DataPlane, reload_config: ReloadConfig, options: GrpcServerOptions | None = None
+) -> GrpcServerHandle:
+    """Bind, register the services and start serving; raise UNAVAILABLE if a bind fails."""
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    options = options or GrpcServerOptions()
+    prediction = PredictionServiceServicer(data_plane, tensor_content_outputs=options.tensor_content_outputs)
+    model = ModelServiceServicer(data_plane, reload_config)
+    executor = futures.ThreadPoolExecutor(max_workers=options.max_threads, thread_name_prefix="grpc-rpc")
+    server = grpc.server(executor, options=options.server_arguments())
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(model, server)
+    health_servicer = health.HealthServicer()
+    for service in HEALTH_SERVICES:
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+
+    addresses: list[str] = []
+    port: int | None = None
+    try:
+        if options.port is not None:
+            host = f"[{options.host}]" if ":" in options.host and not options.host.startswith("[") else options.host
+            address = f"{host}:{options.port}"
+            port = _bind(server, address)
+            addresses.append(f"{host}:{port}")
+        if options.socket_path:
+            address = f"unix:{options.socket_path}"
+            _bind(server, address)
+            addresses.append(address)
+        server.start()
+    except BaseException:
+        server.stop(0)
+        executor.shutdown(wait=False)
+        raise
+    _log.info("Running gRPC ModelServer at %s ...", ", ".join(addresses))
+    return GrpcServerHandle(server, executor, health_servicer, port, addresses)
+
+
+def _bind(server: grpc.Server, address: str) -> int:
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise UnavailableError(f"Could not bind gRPC port at {address}: {exc}") from exc
+    if bound == 0:  # older grpcio reports failure this way
+        raise UnavailableError(f"Could not bind gRPC port at {address}")
+    return bound
