@@ -1,0 +1,71 @@
+"""The ``"tensorflow"`` platform: SavedModel version directories -> :class:`SavedModelLoader`.
+
+A version directory is ready once it holds ``saved_model.pb`` or ``saved_model.pbtxt``.
+Platform options (the mapping the factory receives; every key optional):
+
+* ``"saved_model_tags"``: list of tags, or a comma-separated string like TF Serving's
+  ``--saved_model_tags`` (default ``["serve"]``);
+* ``"intra_op_parallelism"`` / ``"inter_op_parallelism"``: int threads, 0 = TensorFlow
+  decides (TF Serving's ``--tensorflow_intra_op_parallelism`` / ``..._inter_op_...``).
+  TensorFlow sizes its CPU pools once per process, from the first model loaded.
+
+Unknown keys and bad values raise ``InvalidArgumentError`` when the loader is created.
+Neither this module nor the loader module imports TensorFlow at import time; it is imported
+by ``SavedModelLoader.load()`` on a load thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from pyserving.loaders.loader import Loader
+from pyserving.loaders.platform import Platform
+from pyserving.servable.errors import InvalidArgumentError
+from pyserving.servable.ids import ServableId
+from pyserving.sources.storage_path import StoragePath
+
+__all__ = ["TENSORFLOW_PLATFORM", "OPTION_KEYS", "saved_model_options"]
+
+OPTION_KEYS = ("saved_model_tags", "intra_op_parallelism", "inter_op_parallelism")
+
+
+def saved_model_options(options: Mapping[str, Any]) -> Any:
+    """The ``SavedModelOptions`` for a platform options mapping (see the module docstring)."""
+    from pyserving.loaders.saved_model import SavedModelOptions
+
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown tensorflow platform option(s) {unknown}; known options: {list(OPTION_KEYS)}"
+        )
+    tags: Any = options.get("saved_model_tags", ("serve",))
+    if isinstance(tags, str):
+        tags = [t.strip() for t in tags.split(",") if t.strip()]
+    elif not isinstance(tags, (list, tuple)):
+        raise InvalidArgumentError(
+            f"saved_model_tags must be a list of strings or a comma-separated string, got {tags!r}"
+        )
+    return SavedModelOptions(
+        tags=tuple(tags),
+        intra_op_parallelism=options.get("intra_op_parallelism", 0),
+        inter_op_parallelism=options.get("inter_op_parallelism", 0),
+    )
+
+
+def _create_loader(servable_id: ServableId, storage_path: StoragePath, options: Mapping[str, Any]) -> Loader:
+    from pyserving.loaders.saved_model import SavedModelLoader
+
+    return SavedModelLoader(storage_path, saved_model_options(options), servable_id=servable_id)
+
+
+def _is_version_ready(version_dir: Path) -> bool:
+    version_dir = Path(version_dir)
+    return (version_dir / "saved_model.pb").exists() or (version_dir / "saved_model.pbtxt").exists()
+
+
+TENSORFLOW_PLATFORM = Platform(
+    name="tensorflow",
+    create_loader=_create_loader,
+    is_version_ready=_is_version_ready,
+)
