@@ -1,1 +1,48 @@
-"""pyserving.manager."""
+"""pyserving.manager: turns aspired versions into loaded, servable versions.
+
+* :class:`AspiredVersionsManager` — the target of a source of loaders; reconciles toward
+  the aspired versions with an :class:`AspiredVersionPolicy` (the usual entry point).
+* :class:`BasicManager` — load / unload / serve on explicit request.
+* :class:`ServableStateMonitor` — the latest published state of every version.
+* :class:`ResourceTracker` — the resource budget loads reserve against.
+* :class:`ServingMap`, :class:`LoaderHarness` — the building blocks (snapshot of what is
+  served; one version's state machine and handle count).
+"""
+
+from pyserving.manager.aspired_versions_manager import AspiredVersionsManager, AspiredVersionsManagerOptions
+from pyserving.manager.basic_manager import BasicManager, BasicManagerOptions, DoneCallback
+from pyserving.manager.harness import HARNESS_TRANSITIONS, HarnessState, LoaderHarness
+from pyserving.manager.policy import (
+    Action,
+    ActionKind,
+    AspiredVersionInfo,
+    AspiredVersionPolicy,
+    AvailabilityPreservingPolicy,
+    ResourcePreservingPolicy,
+)
+from pyserving.manager.resource_tracker import ResourceTracker, ResourceTrackerStatistics
+from pyserving.manager.serving_map import ServingEntry, ServingMap
+from pyserving.manager.state_monitor import ServableStateAndTime, ServableStateMonitor
+
+__all__ = [
+    "AspiredVersionsManager",
+    "AspiredVersionsManagerOptions",
+    "BasicManager",
+    "BasicManagerOptions",
+    "DoneCallback",
+    "HarnessState",
+    "HARNESS_TRANSITIONS",
+    "LoaderHarness",
+    "Action",
+    "ActionKind",
+    "AspiredVersionInfo",
+    "AspiredVersionPolicy",
+    "AvailabilityPreservingPolicy",
+    "ResourcePreservingPolicy",
+    "ResourceTracker",
+    "ResourceTrackerStatistics",
+    "ServingEntry",
+    "ServingMap",
+    "ServableStateAndTime",
+    "ServableStateMonitor",
+]
