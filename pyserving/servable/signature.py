@@ -145,6 +145,22 @@ class InferenceServable(Protocol):
     ``signatures[signature_name].inputs`` and returns one array per requested output
     (all outputs when ``output_filter`` is empty). It raises ``ServingError`` for bad
     input it detects itself; any other exception is reported as INTERNAL.
+
+    Optional extension (not part of the protocol check): servables that support the
+    classify / regress APIs implement, with the same threading and error rules as ``run``,
+
+    * ``classify(signature_name, serialized_examples) -> {"classes": ..., "scores": ...}``:
+      a dict with either key or both (a missing key = the signature has no such output),
+      ``classes`` ``[N, K]`` string labels and ``scores`` ``[N, K]`` floats, where N is
+      ``len(serialized_examples)``;
+    * ``regress(signature_name, serialized_examples) -> array``: ``[N]`` (or ``[N, 1]``)
+      floats.
+
+    ``serialized_examples`` is a non-empty list of serialized ``tf.Example`` records and
+    ``signature_name`` names a signature whose ``method_name`` is ``CLASSIFY_METHOD`` /
+    ``REGRESS_METHOD``; the server has checked both. The server checks the returned
+    shapes and types with ``pyserving.servable.validation.check_classify_outputs`` /
+    ``check_regress_output``.
     """
 
     @property

@@ -13,6 +13,12 @@ Tensor decoding is passed in as a function of the resolved signature (``decode``
 because REST can only turn JSON into tensors once it knows the signature, and TF
 Serving's check order (servable lookup, then signature, then tensor conversion) must hold
 for both transports.
+
+Classify and regress call the servable's optional ``classify`` / ``regress`` methods (the
+extension documented on ``InferenceServable``) and check what they return with TF
+Serving's output rules (:func:`check_classify_outputs`, :func:`check_regress_output`), so
+:class:`ClassifyResult` and :class:`RegressResult` hold arrays the front ends only encode.
+A servable whose ``classify`` returns anything but a mapping is answered INTERNAL.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from pyserving.servable.errors import (
     FailedPreconditionError,
+    InternalError,
     InvalidArgumentError,
     NotFoundError,
     UnimplementedError,
@@ -36,7 +43,12 @@ from pyserving.servable.signature import (
     SignatureSpec,
 )
 from pyserving.servable.state import ServableState
-from pyserving.servable.validation import check_inputs, check_output_filter
+from pyserving.servable.validation import (
+    check_classify_outputs,
+    check_inputs,
+    check_output_filter,
+    check_regress_output,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -101,17 +113,21 @@ class PredictResult:
 
 @dataclass(frozen=True, slots=True)
 class ClassifyResult:
+    """Validated classify outputs (batch = number of examples); at most one of them is None."""
+
     id: ServableId
     signature_name: str
-    classes: Any | None  # [batch, k] bytes, or None when the signature has none
-    scores: Any | None  # [batch, k] float, or None
+    classes: np.ndarray | None  # [batch, k] labels (object array of bytes, or str/bytes), or None
+    scores: np.ndarray | None  # [batch, k] float, or None
 
 
 @dataclass(frozen=True, slots=True)
 class RegressResult:
+    """Validated regress output (batch = number of examples)."""
+
     id: ServableId
     signature_name: str
-    values: Any  # [batch] float
+    values: np.ndarray  # [batch] float
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,21 +179,29 @@ class DataPlane:
     # -- classify / regress ------------------------------------------------------------
 
     def classify(self, spec: ModelSpec, examples: Sequence[bytes]) -> ClassifyResult:
-        """Run a classify signature on serialized ``tf.Example`` records."""
+        """Run a classify signature on serialized ``tf.Example`` records.
+
+        The result's arrays passed :func:`check_classify_outputs`: ``classes`` is
+        ``[len(examples), k]`` strings or None, ``scores`` ``[len(examples), k]`` float or None.
+        """
         with self._handle(spec) as handle:
-            name, classes, scores = self._run_examples(handle, spec, examples, CLASSIFY_METHOD)
-            return ClassifyResult(handle.id, name, classes, scores)
+            return self._classify(handle, self._inference(handle), spec, examples)
 
     def regress(self, spec: ModelSpec, examples: Sequence[bytes]) -> RegressResult:
-        """Run a regress signature on serialized ``tf.Example`` records."""
+        """Run a regress signature on serialized ``tf.Example`` records.
+
+        The result's ``values`` passed :func:`check_regress_output`: float, ``[len(examples)]``.
+        """
         with self._handle(spec) as handle:
-            name, values, _ = self._run_examples(handle, spec, examples, REGRESS_METHOD)
-            return RegressResult(handle.id, name, values)
+            return self._regress(handle, self._inference(handle), spec, examples)
 
     def multi_inference(
         self, tasks: Sequence[tuple[ModelSpec, str]], examples: Sequence[bytes]
     ) -> list[ClassifyResult | RegressResult]:
-        """Several classify/regress signatures of one model on the same examples."""
+        """Several classify/regress signatures of one model on the same examples.
+
+        Results come in task order, checked as :meth:`classify` and :meth:`regress` check them.
+        """
         if not tasks:
             raise InvalidArgumentError("MultiInferenceRequest has no tasks")
         first = tasks[0][0]
@@ -200,17 +224,42 @@ class DataPlane:
                 signature_name = spec.signature_name or DEFAULT_SIGNATURE
                 if signature_name not in servable.signatures:
                     raise InvalidArgumentError(f"Requested signature not found in model graph: {signature_name}")
-                name, a, b = self._run_examples(handle, spec, examples, method)
                 if method == CLASSIFY_METHOD:
-                    results.append(ClassifyResult(handle.id, name, a, b))
+                    results.append(self._classify(handle, servable, spec, examples))
                 else:
-                    results.append(RegressResult(handle.id, name, a))
+                    results.append(self._regress(handle, servable, spec, examples))
         return results
 
-    def _run_examples(
-        self, handle: ServableHandle[Any], spec: ModelSpec, examples: Sequence[bytes], method: str
-    ) -> tuple[str, Any, Any]:
-        servable = self._inference(handle)
+    def _classify(
+        self, handle: ServableHandle[Any], servable: InferenceServable, spec: ModelSpec, examples: Sequence[bytes]
+    ) -> ClassifyResult:
+        name, classify = self._example_method(handle, servable, spec, examples, CLASSIFY_METHOD)
+        outputs = classify(name, list(examples))
+        if not isinstance(outputs, Mapping):
+            raise InternalError(
+                f"Servable {handle.id} classify() returned {type(outputs).__name__}; "
+                "expected a dict with 'classes' and/or 'scores'"
+            )
+        classes, scores = check_classify_outputs(outputs.get("classes"), outputs.get("scores"), len(examples))
+        return ClassifyResult(handle.id, name, classes, scores)
+
+    def _regress(
+        self, handle: ServableHandle[Any], servable: InferenceServable, spec: ModelSpec, examples: Sequence[bytes]
+    ) -> RegressResult:
+        name, regress = self._example_method(handle, servable, spec, examples, REGRESS_METHOD)
+        values = check_regress_output(regress(name, list(examples)), len(examples))
+        return RegressResult(handle.id, name, values)
+
+    @staticmethod
+    def _example_method(
+        handle: ServableHandle[Any],
+        servable: InferenceServable,
+        spec: ModelSpec,
+        examples: Sequence[bytes],
+        method: str,
+    ) -> tuple[str, Callable[[str, list[bytes]], Any]]:
+        """The resolved signature name and the servable's classify/regress method, after
+        TF Serving's checks in its order: signature exists, method matches, input not empty."""
         name = spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signatures.get(name)
         if signature is None:
@@ -225,11 +274,7 @@ class DataPlane:
         runner = getattr(servable, "classify" if method == CLASSIFY_METHOD else "regress", None)
         if runner is None:
             raise UnimplementedError(f"Servable {handle.id} does not support {method}")
-        result = runner(name, list(examples))
-        if method == CLASSIFY_METHOD:
-            classes, scores = result
-            return name, classes, scores
-        return name, result, None
+        return name, runner
 
     # -- metadata and status ------------------------------------------------------------
 

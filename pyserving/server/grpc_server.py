@@ -131,42 +131,14 @@ def _serialized_examples(input_proto: Any) -> list[bytes]:
     return []
 
 
-def _shape_text(array: Any) -> str:
-    return "[" + ",".join(str(d) for d in array.shape) + "]"
-
-
-def _fill_classification(result: Any, classes: Any, scores: Any, num_examples: int) -> None:
-    """``ClassificationResult`` from [batch, k] labels and/or scores (TF Serving's checks)."""
+def _fill_classification(result: Any, classification: ClassifyResult) -> None:
+    """``ClassificationResult`` from the data plane's validated [batch, k] classes and/or scores."""
     import numpy as np
 
-    matrices = []
-    for what, value, kinds in (("classes", classes, "OSU"), ("scores", scores, "fiu")):
-        if value is None:
-            matrices.append(None)
-            continue
-        array = np.asarray(value)
-        if array.ndim != 2:
-            raise InvalidArgumentError(
-                f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(array)}"
-            )
-        if array.dtype.kind not in kinds:
-            wanted = "DT_STRING" if what == "classes" else "DT_FLOAT"
-            raise InvalidArgumentError(f"Expected {what} Tensor of {wanted}. Got: {array.dtype}")
-        if array.shape[0] != num_examples:
-            raise InvalidArgumentError(
-                f"Expected {what} output batch size of {num_examples}. Got: {array.shape[0]}"
-            )
-        matrices.append(array)
-    label_array, score_array = matrices
-    if label_array is not None and score_array is not None and label_array.shape[1] != score_array.shape[1]:
-        raise InvalidArgumentError(
-            "Tensors class and score should match in dim_size(1). "
-            f"Got {label_array.shape[1]} vs. {score_array.shape[1]}"
-        )
-    shaped = label_array if label_array is not None else score_array
-    num_classes = 0 if shaped is None else shaped.shape[1]
-    labels = label_array.tolist() if label_array is not None else None
-    values = score_array.astype(np.float32).tolist() if score_array is not None else None
+    classes, scores = classification.classes, classification.scores
+    num_examples, num_classes = (classes if classes is not None else scores).shape
+    labels = classes.tolist() if classes is not None else None
+    values = scores.astype(np.float32).tolist() if scores is not None else None
     for i in range(num_examples):
         classes_out = result.classifications.add().classes
         for j in range(num_classes):
@@ -179,24 +151,12 @@ def _fill_classification(result: Any, classes: Any, scores: Any, num_examples: i
                 entry.score = values[i][j]
 
 
-def _fill_regression(result: Any, values: Any, num_examples: int) -> None:
-    """``RegressionResult`` from a [batch] or [batch, 1] float array (TF Serving's checks)."""
+def _fill_regression(result: Any, regression: RegressResult) -> None:
+    """``RegressionResult`` from the data plane's validated [batch] float values."""
     import numpy as np
 
-    array = np.asarray(values)
-    if not (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)):
-        raise InvalidArgumentError(
-            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
-            f"but got {_shape_text(array)}"
-        )
-    if array.shape[0] != num_examples:
-        raise InvalidArgumentError(
-            f"Input batch size did not match output batch size: {num_examples} vs. {array.shape[0]}"
-        )
-    if array.dtype.kind not in "fiu":
-        raise InvalidArgumentError(f"Expected output Tensor of DT_FLOAT. Got: {array.dtype}")
     regressions = result.regressions
-    for value in array.reshape(-1).astype(np.float32).tolist():
+    for value in regression.values.astype(np.float32).tolist():
         regressions.add().value = value
 
 
@@ -246,7 +206,7 @@ class PredictionServiceServicer:
         result = self._data_plane.classify(spec, examples)
         response = self._classification_response()
         _fill_spec(response.model_spec, result)
-        _fill_classification(response.result, result.classes, result.scores, len(examples))
+        _fill_classification(response.result, result)
         return response
 
     @_rpc
@@ -256,7 +216,7 @@ class PredictionServiceServicer:
         result = self._data_plane.regress(spec, examples)
         response = self._regression_response()
         _fill_spec(response.model_spec, result)
-        _fill_regression(response.result, result.values, len(examples))
+        _fill_regression(response.result, result)
         return response
 
     @_rpc
@@ -270,9 +230,9 @@ class PredictionServiceServicer:
             entry = response.results.add()
             _fill_spec(entry.model_spec, result)
             if isinstance(result, ClassifyResult):
-                _fill_classification(entry.classification_result, result.classes, result.scores, len(examples))
+                _fill_classification(entry.classification_result, result)
             elif isinstance(result, RegressResult):
-                _fill_regression(entry.regression_result, result.values, len(examples))
+                _fill_regression(entry.regression_result, result)
         return response
 
     @_rpc

@@ -280,22 +280,22 @@ def test_input_validation_messages(servables: dict[str, SavedModelServable]) -> 
     )
     expect_error(
         InvalidArgumentError,
-        'Input "a" has dtype DT_DOUBLE but the signature expects DT_FLOAT.',
+        "Input 'a' has dtype DT_DOUBLE, but the signature expects DT_FLOAT",
         run, "serving_default", {"a": a.astype(np.float64), "b": b},
     )
     expect_error(
         InvalidArgumentError,
-        'Input "b" has dtype DT_INT32 but the signature expects DT_INT64.',
+        "Input 'b' has dtype DT_INT32, but the signature expects DT_INT64",
         run, "serving_default", {"a": a, "b": b.astype(np.int32)},
     )
     expect_error(
         InvalidArgumentError,
-        'Input "a" has shape [2,3] but the signature expects [-1,2] (-1: any size).',
+        "Input 'a' has shape [2,3], but the signature expects [-1,2] (-1 = any size)",
         run, "serving_default", {"a": np.ones((2, 3), np.float32), "b": b},
     )
     expect_error(
         InvalidArgumentError,
-        'Input "b" has shape [] but the signature expects [-1] (-1: any size).',
+        "Input 'b' has shape [], but the signature expects [-1] (-1 = any size)",
         run, "serving_default", {"a": a, "b": np.array(3, np.int64)},
     )
 

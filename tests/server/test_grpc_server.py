@@ -127,15 +127,15 @@ class HalfPlusTwo:
             examples.append(example)
         return examples
 
-    def classify(self, signature_name: str, serialized: Sequence[bytes]) -> tuple[Any, Any]:
+    def classify(self, signature_name: str, serialized: Sequence[bytes]) -> dict[str, np.ndarray]:
         p = np.array([_feature(e, "x") / 10 for e in self._parse(serialized)], dtype=np.float32)
         scores = np.stack([1 - p, p], axis=1)
         if signature_name == "scores_only":
-            return None, scores
+            return {"scores": scores}
         if signature_name == "bad_classify":
-            return None, p
+            return {"scores": p}
         labels = np.array([[b"neg", b"pos"]] * len(p), dtype=object)
-        return labels, scores
+        return {"classes": labels, "scores": scores}
 
     def regress(self, signature_name: str, serialized: Sequence[bytes]) -> np.ndarray:
         return np.array([_feature(e, "x") + _feature(e, "bias") for e in self._parse(serialized)], dtype=np.float32)
