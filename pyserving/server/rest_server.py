@@ -1,0 +1,509 @@
+"""The REST front end: TF Serving's HTTP/JSON API as a bare ASGI application on uvicorn.
+
+Surface (TF Serving's ``http_rest_api_handler.cc``; paths case-insensitive, names and
+labels ``[^/:]+`` and percent-decoded; the query string is part of the matched path, so
+``...:predict?x=1`` is malformed, as in TF Serving)::
+
+    GET  /v1/models/{name}[/versions/{v} | /labels/{l}]              -> model status
+    GET  /v1/models/{name}[/versions/{v} | /labels/{l}]/metadata     -> model metadata
+    POST /v1/models/{name}[/versions/{v} | /labels/{l}]:predict|classify|regress
+
+``GET /v1/models`` is 400 "Missing model name in request."; any other ``/v1/...`` path or
+method is 400 "Malformed request: <METHOD> <path>" (the verb and ``metadata`` compare
+case-sensitively, so ``:Predict`` is malformed and ``/METADATA`` is a status request); a
+version beyond int64 is 400 "Failed to convert version: V to numeric."; a path outside
+``/v1/`` is a plain HTML 404. API answers are ``application/json``; errors are
+``{"error": message}`` with the status of ``status.http_status`` (the one mapping).
+
+Bodies: a ``Content-Encoding`` containing ``gzip`` is decompressed. A body (also once
+decompressed) over ``max_body_bytes`` gets 413 naming the limit; a declared
+``Content-Length`` over it is refused before the body is read. JSON rules: ``rest_json``.
+
+Threading: the server runs in its own thread with its own asyncio loop (uvicorn with the
+httptools parser, chosen by ``benchmarks/bench_http_stack.py``). Routing and body reading
+run on the loop; JSON decoding, the data-plane call and JSON encoding of one request run
+as ONE job on a ``ThreadPoolExecutor`` of ``num_threads`` (``rest_api_num_threads``), so a
+slow model never stalls other connections. ``num_threads=0`` runs jobs inline on the loop:
+for a sub-millisecond model 1.6x the requests/s at 1 client and 1.25x at 16 (see the
+benchmark), but one slow call (or the first metadata request, which imports TensorFlow's
+protos) stalls every connection, and no timeout applies. HTTP/1.1 runs one request per
+connection at a time, so the executor queue is bounded by the open connections.
+
+Timeout: a request not answered ``timeout_ms`` after its job was queued gets 504
+(DEADLINE_EXCEEDED). A queued job then never runs; a running one cannot be interrupted
+(TF Serving makes the timeout a session timeout; Python cannot) and finishes in the
+background, its answer dropped.
+
+Failure: no input crashes the server. A ServingError becomes its HTTP status; anything
+else is logged with its traceback and answered 500 with its type and message.
+
+Sockets: the listening socket is bound here (``handle.port`` is the real port, also for
+port 0) and handed to uvicorn. asyncio sets TCP_NODELAY on every accepted TCP connection
+(``_SelectorSocketTransport``); it is also set on the listening socket (inherited on
+Linux), so small answers never wait for Nagle + delayed ACK. No gRPC, no TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import threading
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Awaitable, Callable
+from urllib.parse import unquote_to_bytes
+
+import orjson
+
+from pyserving.servable.errors import DeadlineExceededError, InvalidArgumentError, ServingError, UnavailableError
+from pyserving.server import rest_json
+from pyserving.server.data_plane import DataPlane, ModelSpec
+from pyserving.server.status import http_status, to_serving_error
+
+__all__ = [
+    "RestServerOptions", "RestServerHandle", "RestApplication", "start_rest_server", "route", "DEFAULT_MAX_BODY_BYTES",
+]
+
+_log = logging.getLogger(__name__)
+
+#: 64 MiB: a batch of 32 224x224x3 float images as JSON text (~40 MB) fits, and a few such
+#: requests at once still fit in memory once parsed into Python objects.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+def _schedulable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RestServerOptions:
+    """``host`` to bind (``"::"``: IPv6 and IPv4 where possible); ``port`` (0 = a free one);
+    ``num_threads`` model-call workers (default 4 x schedulable CPUs; 0 = inline on the
+    event loop); ``timeout_ms`` per request (default 30000; 0 = none); ``max_body_bytes``,
+    also after gzip (default 64 MiB); ``enable_cors`` (``--rest_api_enable_cors_support``)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8501
+    num_threads: int = field(default_factory=lambda: 4 * _schedulable_cpus())
+    timeout_ms: int = 30000
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    enable_cors: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, low in (("port", self.port, 0), ("num_threads", self.num_threads, 0),
+                                 ("timeout_ms", self.timeout_ms, 0), ("max_body_bytes", self.max_body_bytes, 1)):
+            if value < low:
+                raise InvalidArgumentError(f"RestServerOptions.{name} must be >= {low}, got {value}")
+        if self.port > 65535:
+            raise InvalidArgumentError(f"RestServerOptions.port must be <= 65535, got {self.port}")
+
+
+# -- routing ---------------------------------------------------------------------------------
+
+_PREDICTION_RE = re.compile(
+    rb"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)", re.IGNORECASE
+)
+_STATUS_RE = re.compile(
+    rb"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?", re.IGNORECASE
+)
+_PREDICT, _CLASSIFY, _REGRESS, _STATUS, _METADATA = range(5)
+_VERBS = {b"predict": _PREDICT, b"classify": _CLASSIFY, b"regress": _REGRESS}  # case-sensitive, as TF Serving
+
+
+def _spec(name: bytes | None, version: bytes | None, label: bytes | None) -> ModelSpec:
+    number = None
+    if version is not None:
+        number = int(version)
+        if number >= 1 << 63:
+            raise InvalidArgumentError(f"Failed to convert version: {version.decode()} to numeric.")
+    return ModelSpec(
+        name=unquote_to_bytes(name).decode("utf-8", "replace") if name else "",
+        version=number,
+        version_label=None if label is None else unquote_to_bytes(label).decode("utf-8", "replace"),
+    )
+
+
+def route(method: str, target: bytes) -> tuple[int, ModelSpec]:
+    """(request kind, model spec) of an API request, or InvalidArgumentError (400).
+
+    ``target`` is the raw, undecoded path, with ``?query`` appended when there is one.
+    """
+    if method == "POST":
+        match = _PREDICTION_RE.fullmatch(target)
+        if match is not None and match.group(4) in _VERBS:
+            return _VERBS[match.group(4)], _spec(match.group(1), match.group(2), match.group(3))
+    elif method == "GET":
+        match = _STATUS_RE.fullmatch(target)
+        if match is not None:
+            spec = _spec(match.group(1), match.group(2), match.group(3))
+            if not spec.name:
+                raise InvalidArgumentError("Missing model name in request.")
+            return (_METADATA if match.group(4) == b"metadata" else _STATUS), spec
+    raise InvalidArgumentError(f"Malformed request: {method} {target.decode('latin-1')}")
+
+
+# -- one request's work: in a worker thread, or inline ------------------------------------------
+
+_Reply = tuple[int, bytes]
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int, size: int | None = None) -> _Reply:
+    what = "Request body" if size is None else f"Request body of {size} bytes"
+    return 413, rest_json.encode_error(f"{what} is larger than the limit of {limit} bytes (max_body_bytes)")
+
+
+def _error_reply(error: ServingError) -> _Reply:
+    return http_status(error.code), rest_json.encode_error(error.message)
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Every gzip member of ``body``, decompressed; _BodyTooLarge past ``limit`` bytes."""
+    out: list[bytes] = []
+    size = 0
+    while body:
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = decoder.decompress(body, limit - size + 1)
+        except zlib.error as exc:
+            raise InvalidArgumentError(f"Failed to decompress the gzip request body: {exc}") from None
+        size += len(chunk)
+        if size > limit or decoder.unconsumed_tail:
+            raise _BodyTooLarge
+        if not decoder.eof:
+            raise InvalidArgumentError("Failed to decompress the gzip request body: the gzip stream is truncated")
+        out.append(chunk)
+        body = decoder.unused_data
+    return b"".join(out)
+
+
+class _PredictDecoder:
+    """``decode(signature)`` for the data plane; remembers the request's format."""
+
+    __slots__ = ("doc", "row_format")
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.row_format = True
+
+    def __call__(self, signature: Any) -> Any:
+        inputs, self.row_format = rest_json.predict_inputs(self.doc, signature)
+        return inputs
+
+
+def _with_signature(spec: ModelSpec, doc: dict[str, Any]) -> ModelSpec:
+    name = rest_json.request_signature_name(doc)
+    return replace(spec, signature_name=name) if name else spec
+
+
+def _proto_dict(message: Any) -> dict[str, Any]:
+    """TF Serving's print options: field names kept, defaults printed, int64 as strings,
+    enums by name."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+class _Worker:
+    """(kind, spec, body) -> (HTTP status, JSON bytes). Never raises."""
+
+    def __init__(self, data_plane: DataPlane, max_body_bytes: int) -> None:
+        self._data_plane = data_plane
+        self._limit = max_body_bytes
+        self._run = (self._predict, self._classify, self._regress, self._status, self._metadata)
+
+    def __call__(self, kind: int, spec: ModelSpec, body: bytes, gzipped: bool) -> _Reply:
+        try:
+            return 200, self._run[kind](spec, _gunzip(body, self._limit) if gzipped else body)
+        except _BodyTooLarge:
+            return _too_large(self._limit)
+        except ServingError as exc:
+            return _error_reply(exc)
+        except BaseException as exc:  # a bug (or a servable's sys.exit): report it, keep serving
+            _log.exception("REST request for model %r failed with an unexpected error; answering 500", spec.name)
+            return _error_reply(to_serving_error(exc))
+
+    def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
+        doc = rest_json.parse_json_body(body)
+        decoder = _PredictDecoder(doc)
+        result = self._data_plane.predict(_with_signature(spec, doc), decoder)
+        return rest_json.encode_predict_response(result.outputs, decoder.row_format, result.signature)
+
+    def _examples(self, spec: ModelSpec, body: bytes) -> tuple[ModelSpec, list[bytes]]:
+        """With a ``context``, each record is context + example serialized back to back
+        (TF Serving's merge: the example's features win)."""
+        doc = rest_json.parse_json_body(body)
+        examples, context = rest_json.examples_from_json(doc)
+        return _with_signature(spec, doc), [context + e for e in examples] if context else examples
+
+    def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
+        result = self._data_plane.classify(*self._examples(spec, body))
+        return rest_json.encode_classify_response(result.classes, result.scores)
+
+    def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
+        return rest_json.encode_regress_response(self._data_plane.regress(*self._examples(spec, body)).values)
+
+    def _status(self, spec: ModelSpec, body: bytes) -> bytes:
+        from pyserving.server.api_protos import status_response
+
+        return orjson.dumps(_proto_dict(status_response(self._data_plane.status(spec))), option=orjson.OPT_INDENT_2)
+
+    def _metadata(self, spec: ModelSpec, body: bytes) -> bytes:
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        from pyserving.server.api_protos import metadata_response
+
+        result = self._data_plane.metadata(spec)
+        response = metadata_response(result.id, result.signature_def_map)
+        defs = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(defs)
+        # As TF Serving: the parts are printed separately, so the Any carries no "@type".
+        doc = {"model_spec": _proto_dict(response.model_spec), "metadata": {"signature_def": _proto_dict(defs)}}
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+
+
+# -- the ASGI application ----------------------------------------------------------------------
+
+_CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, GET"),
+    (b"access-control-allow-headers", b"Content-Type"),
+]
+_CORS_ORIGIN_RE = re.compile(rb"https?://")
+_JSON = b"application/json"
+_NOT_FOUND = b"<html><title>404 Not Found</title><body><h1>Not Found</h1></body></html>"
+_PREFLIGHT_OK = (0, b"")
+_Send = Callable[[dict[str, Any]], Awaitable[None]]
+_Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class RestApplication:
+    """The ASGI 3 application; runs on one event loop. Jobs go to ``executor`` (None: inline)."""
+
+    def __init__(self, data_plane: DataPlane, options: RestServerOptions, executor: ThreadPoolExecutor | None) -> None:
+        self._work = _Worker(data_plane, options.max_body_bytes)
+        self._executor = executor
+        self._timeout_s = options.timeout_ms / 1000.0
+        self._limit = options.max_body_bytes
+        self._cors = options.enable_cors
+        self._extra_headers = _CORS_HEADERS if options.enable_cors else []
+
+    async def __call__(self, scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http":
+            return  # uvicorn runs with lifespan and websockets off
+        method: str = scope["method"]
+        target: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        if target[:4].lower() != b"/v1/":
+            return await self._send(send, 404, _NOT_FOUND, b"text/html")
+        try:
+            status, payload = await self._answer(method, target, scope["headers"], receive)
+        except _Disconnected:
+            return None
+        except Exception as exc:  # a bug in this module: still one JSON answer
+            _log.exception("REST request %s %r failed unexpectedly; answering 500", method, target)
+            status, payload = _error_reply(to_serving_error(exc))
+        if status == 0:
+            return await self._send(send, 200, b"", None)  # accepted CORS preflight
+        return await self._send(send, status, payload, _JSON)
+
+    async def _answer(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], receive: _Receive
+    ) -> _Reply:
+        declared, gzipped, preflight = None, False, method == "OPTIONS" and self._cors
+        for name, value in headers:
+            if name == b"content-length":
+                declared = int(value) if value.isdigit() else None
+            elif name == b"content-encoding":
+                gzipped = b"gzip" in value
+            elif preflight and name == b"origin" and _CORS_ORIGIN_RE.match(value):
+                return _PREFLIGHT_OK
+        if preflight:
+            return _error_reply(InvalidArgumentError("Origin header is missing in CORS preflight"))
+        try:
+            kind, spec = route(method, target)
+        except ServingError as exc:
+            return _error_reply(exc)
+        body = b""
+        if kind < _STATUS:
+            if declared is not None and declared > self._limit:
+                return _too_large(self._limit, declared)
+            body = await _read_body(receive, self._limit)
+            if body is None:
+                return _too_large(self._limit)
+        if self._executor is None:
+            return self._work(kind, spec, body, gzipped)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[_Reply] = loop.create_future()
+        job = self._executor.submit(self._work, kind, spec, body, gzipped)
+        job.add_done_callback(lambda done: _notify(loop, waiter, done))
+        if not self._timeout_s:
+            return await waiter
+        timer = loop.call_later(self._timeout_s, _expire, waiter, job, self._timeout_s)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
+    async def _send(self, send: _Send, status: int, payload: bytes, content_type: bytes | None) -> None:
+        headers = [(b"content-length", b"%d" % len(payload)), *self._extra_headers]
+        if content_type is not None:
+            headers.append((b"content-type", content_type))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+async def _read_body(receive: _Receive, limit: int) -> bytes | None:
+    """The whole request body, or None once it exceeds ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        if not chunks and not message.get("more_body", False):
+            return chunk  # the usual case: one message, no copy
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _notify(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[_Reply], done: Future[_Reply]) -> None:
+    """Runs in the worker thread (or here, for a cancelled job)."""
+    try:
+        loop.call_soon_threadsafe(_settle, waiter, done)
+    except RuntimeError:
+        pass  # the loop is closed: the server stopped and nobody waits for this answer
+
+
+def _settle(waiter: asyncio.Future[_Reply], done: Future[_Reply]) -> None:
+    if waiter.done():
+        return  # answered 504 already (or the request task is gone)
+    if done.cancelled():
+        waiter.set_result(_error_reply(UnavailableError("The REST server is shutting down")))
+    else:
+        waiter.set_result(done.result())  # _Worker never raises
+
+
+def _expire(waiter: asyncio.Future[_Reply], job: Future[_Reply], timeout_s: float) -> None:
+    if waiter.done():
+        return
+    job.cancel()  # still queued: it never runs; running: it finishes unseen
+    waiter.set_result(_error_reply(DeadlineExceededError(
+        f"Request did not finish within {timeout_s * 1000:.0f} ms (rest_api_timeout_in_ms); "
+        "a model call already running finishes in the background"
+    )))
+
+
+# -- the runner ----------------------------------------------------------------------------------
+
+
+class RestServerHandle:
+    """A running REST server. ``port`` is the bound TCP port (the real one for port 0)."""
+
+    def __init__(self, server: Any, thread: threading.Thread, executor: ThreadPoolExecutor | None, port: int) -> None:
+        self._server = server
+        self._thread = thread
+        self._executor = executor
+        self.port = port
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting connections; requests in flight get ``grace_s`` seconds to answer,
+        then they are cancelled. Returns once the server thread has ended and every worker
+        finished its current model call. Safe to call more than once."""
+        self._server.config.timeout_graceful_shutdown = grace_s
+        self._server.should_exit = True
+        self._thread.join()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    dualstack = family == socket.AF_INET6 and host in ("::", "") and socket.has_dualstack_ipv6()
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048, dualstack_ipv6=dualstack)
+    except OSError as exc:
+        raise UnavailableError(f"Could not bind the REST port {host}:{port}: {exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def start_rest_server(data_plane: DataPlane, options: RestServerOptions | None = None) -> RestServerHandle:
+    """Bind, start the server thread, and return once it accepts connections.
+
+    Raises UnavailableError when the port cannot be bound or the server does not start.
+    """
+    import uvicorn
+
+    options = options or RestServerOptions()
+    sock = _bind(options.host, options.port)
+    port = sock.getsockname()[1]
+    executor = None
+    if options.num_threads:
+        executor = ThreadPoolExecutor(max_workers=options.num_threads, thread_name_prefix="pyserving-rest")
+    config = uvicorn.Config(
+        RestApplication(data_plane, options, executor), http="httptools", ws="none", lifespan="off",
+        interface="asgi3", log_config=None,  # log_config=None: leave the program's logging alone
+        access_log=False, proxy_headers=False, server_header=False, timeout_graceful_shutdown=5,
+    )
+    ready = threading.Event()
+    failure: list[BaseException] = []
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            try:
+                await super().startup(sockets=sockets)
+            finally:
+                ready.set()
+
+    server = _Server(config)
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.serve(sockets=[sock]))
+        except BaseException as exc:  # noqa: BLE001 - reported by start_rest_server, or logged
+            failure.append(exc)
+            _log.error("The REST server on port %d stopped with an error: %r", port, exc)
+        finally:
+            ready.set()
+            sock.close()
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"pyserving-rest-{port}", daemon=True)
+    thread.start()
+    ready.wait()
+    handle = RestServerHandle(server, thread, executor, port)
+    if failure or not server.started:
+        handle.stop(0)
+        reason = repr(failure[0]) if failure else "startup did not complete"
+        raise UnavailableError(f"The REST server could not start on {options.host}:{port}: {reason}")
+    _log.info("REST API listening on %s:%d (%s worker threads)", options.host, port, options.num_threads or "no")
+    return handle
