@@ -1,6 +1,6 @@
 """Regenerate the bundled demo model ``pyserving/data/half_plus_two/00000123``.
 
-The model is TF Serving's half_plus_two (``y = 0.5 * x + 2``; input ``x``, output ``y``;
+The model is TF Serving's half_plus_two (``y = 0.5 * x + 2``; input ``x`` of any shape, output ``y``;
 classify and regress signatures too), written as a TF1 graph SavedModel by
 ``tests.support.saved_models.write_half_plus_two_tf1``. Run from anywhere::
 
@@ -34,10 +34,10 @@ def make_demo_model(output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         staged = Path(scratch) / "model"
-        write_half_plus_two_tf1(staged, a=0.5, b=2.0)
+        write_half_plus_two_tf1(staged, a=0.5, b=2.0, any_shape_x=True)
         servable = SavedModelServable.load(staged)
         try:
-            y = servable.run("serving_default", {"x": np.array([[1.0], [2.0], [5.0]], np.float32)})["y"]
+            y = servable.run("serving_default", {"x": np.array([1.0, 2.0, 5.0], np.float32)})["y"]
         finally:
             servable.close()
         if y.ravel().tolist() != [2.5, 3.0, 4.5]:

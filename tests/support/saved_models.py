@@ -56,6 +56,7 @@ def write_half_plus_two_tf1(
     *,
     c: float = 3.0,
     as_text: bool = False,
+    any_shape_x: bool = False,
 ) -> None:
     """Write TF Serving's half_plus_two as a TF1 graph SavedModel (tag ``serve``).
 
@@ -69,6 +70,11 @@ def write_half_plus_two_tf1(
     * ``regress_x2_to_y3`` (regress): ``inputs`` = the float tensor ``x2`` -> ``outputs`` = y3.
 
     ``as_text`` writes ``saved_model.pbtxt`` instead of ``saved_model.pb``.
+
+    ``any_shape_x`` makes ``serving_default``'s ``x`` a placeholder of unknown rank (the
+    bundled demo model): TF Serving's own half_plus_two is fed ``[1.0, 2.0, 5.0]`` and
+    ``[[1.0, 2.0], [3.0, 4.0]]`` in its documentation, which only a shape-free input accepts
+    once inputs are validated against the signature.
     """
     tf = _tf()
     v1 = tf.compat.v1
@@ -85,9 +91,15 @@ def write_half_plus_two_tf1(
                 "x2": v1.io.FixedLenFeature([1], tf.float32, default_value=[0.0]),
             },
         )
-        x = tf.identity(features["x"], name="x")
-        y = tf.identity(var_a * x + var_b, name="y")
-        y2 = tf.identity(var_a * x + var_c, name="y2")
+        if any_shape_x:
+            x_examples = tf.identity(features["x"], name="x_from_examples")
+            y_examples = tf.identity(var_a * x_examples + var_b, name="y_from_examples")
+            x = v1.placeholder(tf.float32, shape=None, name="x")
+            y = tf.identity(var_a * x + var_b, name="y")
+        else:
+            x = x_examples = tf.identity(features["x"], name="x")
+            y = y_examples = tf.identity(var_a * x + var_b, name="y")
+        y2 = tf.identity(var_a * x_examples + var_c, name="y2")
         x2 = tf.identity(features["x2"], name="x2")
         y3 = tf.identity(var_a * x2 + var_c, name="y3")
 
@@ -95,8 +107,8 @@ def write_half_plus_two_tf1(
         build = v1.saved_model.signature_def_utils.build_signature_def
         signatures = {
             "serving_default": build({"x": info(x)}, {"y": info(y)}, _PREDICT),
-            "classify_x_to_y": build({"inputs": info(examples)}, {"scores": info(y)}, _CLASSIFY),
-            "regress_x_to_y": build({"inputs": info(examples)}, {"outputs": info(y)}, _REGRESS),
+            "classify_x_to_y": build({"inputs": info(examples)}, {"scores": info(y_examples)}, _CLASSIFY),
+            "regress_x_to_y": build({"inputs": info(examples)}, {"outputs": info(y_examples)}, _REGRESS),
             "regress_x_to_y2": build({"inputs": info(examples)}, {"outputs": info(y2)}, _REGRESS),
             "regress_x2_to_y3": build({"inputs": info(x2)}, {"outputs": info(y3)}, _REGRESS),
         }

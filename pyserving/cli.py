@@ -1,0 +1,183 @@
+"""``pyserving``: the command for people who never used TF Serving.
+
+    pyserving serve [PATH ...]     serve each folder as a model named after it; with no
+                                   PATH, the bundled demo model half_plus_two
+    pyserving --help               the three ways to use pyserving
+
+A PATH is a base path holding numbered version folders (``1/``, ``2/`` ...) — which is
+watched, so a new version dropped in takes over — or a single model folder (a SavedModel
+or a folder with ``model.py``), served as version 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "DEMO_MODEL_PATH", "model_entry_for_path"]
+
+DEMO_MODEL_PATH = Path(__file__).resolve().parent / "data" / "half_plus_two"
+DEMO_CURL = (
+    "curl -d '{{\"instances\": [1.0, 2.0, 5.0]}}' http://localhost:{port}/v1/models/half_plus_two:predict"
+)
+
+DESCRIPTION = """\
+pyserving serves machine-learning models over TF Serving's gRPC and REST APIs.
+
+Three ways to use it:
+  1. As a server for a folder you watch:  pyserving serve /models/my_model
+     Drop a new numbered version folder (/models/my_model/2) in and it takes over
+     without a failed request; a broken version never replaces a good one.
+  2. As a drop-in for tensorflow_model_server:  pyserving-model-server --port=8500
+     --rest_api_port=8501 --model_name=my_model --model_base_path=/models/my_model
+     (every TF Serving flag parses; see pyserving-model-server --help).
+  3. As a library:  from pyserving import FileSystemSource, AspiredVersionsManager, ...
+     build your own source -> adapter -> manager pipeline, with Python servables
+     (a model.py with create_servable) or SavedModels.
+
+With no PATH, 'pyserving serve' serves the bundled demo model half_plus_two (y = 0.5 x + 2).
+"""
+
+
+def _platform_of(model_dir: Path) -> str | None:
+    if (model_dir / "saved_model.pb").exists() or (model_dir / "saved_model.pbtxt").exists():
+        return "tensorflow"
+    if (model_dir / "model.py").exists():
+        return "python"
+    return None
+
+
+def _numbered_children(path: Path) -> list[Path]:
+    children = [c for c in path.iterdir() if c.is_dir() and c.name.isdigit()]
+    return sorted(children, key=lambda c: int(c.name))
+
+
+def model_entry_for_path(path: Path, links_dir: Path):  # -> ModelEntry
+    """The model a PATH means (see the module docstring). Raises ValueError when none."""
+    from pyserving.server.model_config import ModelEntry
+
+    path = path.resolve()
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a folder")
+    name = path.name
+    platform = _platform_of(path)
+    if platform is not None:
+        base = links_dir / name
+        base.mkdir(parents=True, exist_ok=True)
+        link = base / "1"
+        if not link.exists():
+            link.symlink_to(path, target_is_directory=True)
+        return ModelEntry(name=name, base_path=str(base), platform=platform)
+    versions = _numbered_children(path)
+    if not versions:
+        raise ValueError(
+            f"no model found at {path}: expected numbered version folders (1/, 2/, ...) "
+            "or a model folder (saved_model.pb, or model.py with create_servable)"
+        )
+    platform = _platform_of(versions[-1]) or _platform_of(versions[0])
+    if platform is None:
+        raise ValueError(f"{versions[-1]} holds neither saved_model.pb nor model.py")
+    return ModelEntry(name=name, base_path=str(path), platform=platform)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pyserving.server.core import ServerCoreOptions
+    from pyserving.server.main import run_until_signalled
+    from pyserving.server.model_server import ModelServer, ModelServerSettings
+
+    logging.basicConfig(
+        level=os.environ.get("PYSERVING_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
+    )
+    paths = [Path(p) for p in args.paths] or [DEMO_MODEL_PATH]
+    links = Path(tempfile.mkdtemp(prefix="pyserving-serve-"))
+    try:
+        models = [model_entry_for_path(p, links) for p in paths]
+    except (ValueError, OSError) as exc:
+        print(f"pyserving serve: {exc}", file=sys.stderr)
+        return 1
+    names = [m.name for m in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        print(f"pyserving serve: two paths give the model name {duplicates[0]!r}; rename one folder", file=sys.stderr)
+        return 1
+    settings = ModelServerSettings(
+        grpc_host=args.host,
+        rest_host=args.host,
+        grpc_port=args.port,
+        rest_port=args.rest_api_port,
+        core=ServerCoreOptions(file_system_poll_wait_seconds=args.file_system_poll_wait_seconds),
+    )
+    server = ModelServer(settings, models)
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - reported for the user, exit 1
+        print(f"pyserving serve: could not start: {exc}", file=sys.stderr)
+        return 1
+    print("pyserving is serving:")
+    for m in models:
+        print(f"  {m.name:<20} {m.platform:<11} {m.base_path}")
+    if server.grpc_port:
+        print(f"gRPC  localhost:{server.grpc_port}  (tensorflow.serving.PredictionService, ModelService)")
+    if server.rest_port:
+        print(f"REST  http://localhost:{server.rest_port}/v1/models/{models[0].name}")
+        if models[0].name == "half_plus_two":
+            print("Try:  " + DEMO_CURL.format(port=server.rest_port))
+        else:
+            print(f"Try:  curl http://localhost:{server.rest_port}/v1/models/{models[0].name}/metadata")
+    print("Press Ctrl-C to stop.", flush=True)
+    run_until_signalled(server)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyserving", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve model folders (the demo model when none is given)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("paths", nargs="*", metavar="PATH", help="model base path or model folder")
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    serve.add_argument(
+        "--host", default=os.environ.get("PYSERVING_HOST", "0.0.0.0"),
+        help="address to listen on (default 0.0.0.0, or $PYSERVING_HOST)",
+    )
+    serve.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 turns REST off (default 8501)")
+    serve.add_argument(
+        "--file_system_poll_wait_seconds", type=float, default=1.0,
+        help="seconds between folder polls; new versions are also seen at once through file events (default 1)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from pyserving.server.flags import version_text
+
+        print(version_text())
+        return 0
+    if args.command == "serve":
+        if not 0 < args.port < 65536:
+            parser.error(f"--port must be in 1..65535, got {args.port}")
+        if not 0 <= args.rest_api_port < 65536:
+            parser.error(f"--rest_api_port must be in 0..65535, got {args.rest_api_port}")
+        return _serve(args)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,221 @@
+""":class:`ServerCore`: the model server's pipeline, built from a list of models.
+
+    FileSystemSource ──StoragePath──▶ PlatformRouter ──Loader──▶ AspiredVersionsManager
+     (one watched base        (per model: the platform's              (+ state monitor,
+      path per model)          loader factory and options)             labels, resources)
+
+The gRPC and REST servers sit on top through :class:`~pyserving.server.data_plane.DataPlane`,
+which needs only :meth:`get_handle`, :meth:`version_labels` and :meth:`version_states`.
+
+Life cycle: :meth:`start` installs the first model list and blocks until every model's
+newest version is AVAILABLE or END (TF Serving's startup); :meth:`reload_config` replaces
+the whole list (models left out are unloaded; models it does not touch keep serving) and
+blocks only until the *new* models settle; :meth:`stop` unloads everything. ``start``,
+``reload_config`` and ``stop`` are serialised by one lock; request methods never take it.
+
+Version labels are applied after the models they name have settled, so a label may point
+at a version that is loading at startup (TF Serving rejects that unless
+``--allow_version_labels_for_unavailable_models``; see README "Differences").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from pyserving.loaders.loader import Loader
+from pyserving.loaders.platform import get_platform
+from pyserving.manager import AspiredVersionsManager, AspiredVersionsManagerOptions, ResourceTracker
+from pyserving.loaders.loader import Resources
+from pyserving.servable.data import ServableData
+from pyserving.servable.errors import (
+    DeadlineExceededError,
+    NotFoundError,
+    ServingError,
+    UnknownError,
+    as_serving_error,
+)
+from pyserving.servable.handle import ServableHandle
+from pyserving.servable.ids import ServableRequest
+from pyserving.servable.state import ManagerState, ServableState
+from pyserving.sources.file_system_source import FileSystemSource, WatchedServable
+from pyserving.sources.source import SourceAdapter, connect
+from pyserving.sources.storage_path import StoragePath
+from pyserving.server.model_config import ModelEntry
+
+__all__ = ["ServerCore", "ServerCoreOptions", "ModelEntry"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerCoreOptions:
+    """Settings of the pipeline. Times in seconds unless the name says otherwise."""
+
+    file_system_poll_wait_seconds: float = 1.0
+    quiet_period_s: float = 0.2
+    num_load_threads: int = 4
+    num_unload_threads: int = 2
+    max_num_load_retries: int = 5
+    load_retry_interval_s: float = 60.0
+    #: platform name -> the platform's options (e.g. {"tensorflow": {"saved_model_tags": ["serve"]}})
+    platform_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    allow_version_labels_for_unavailable_models: bool = False
+    #: total main memory models may use, in bytes; None = no budget
+    total_model_memory_limit_bytes: int | None = None
+    #: how long start()/reload_config() wait for new models; None = no limit (TF Serving's)
+    load_wait_timeout_s: float | None = None
+
+
+class _PlatformRouter(SourceAdapter[StoragePath, Loader]):
+    """Turns each model's storage paths into loaders of that model's platform."""
+
+    def __init__(self, platform_options: Mapping[str, Mapping[str, Any]]) -> None:
+        super().__init__()
+        self._platform_options = platform_options
+        self._platform_by_model: dict[str, str] = {}  # replaced whole, never mutated
+
+    def set_models(self, models: Sequence[ModelEntry]) -> None:
+        self._platform_by_model = {m.name: m.platform for m in models}
+
+    def adapt(self, servable_name: str, versions: Sequence[ServableData[StoragePath]]) -> list[ServableData[Loader]]:
+        platform_name = self._platform_by_model.get(servable_name)
+        out: list[ServableData[Loader]] = []
+        for item in versions:
+            if not item.ok:
+                out.append(ServableData.failed(item.id, item.error))  # type: ignore[arg-type]
+                continue
+            try:
+                if platform_name is None:
+                    raise NotFoundError(f"No platform found for model {servable_name}")
+                platform = get_platform(platform_name)
+                options = self._platform_options.get(platform_name, {})
+                out.append(ServableData.of(item.id, platform.create_loader(item.id, item.value, options)))
+            except Exception as exc:  # noqa: BLE001 - errors travel as data
+                out.append(ServableData.failed(item.id, as_serving_error(exc, f"Cannot prepare {item.id}: ")))
+        return out
+
+
+class ServerCore:
+    def __init__(self, options: ServerCoreOptions | None = None) -> None:
+        self.options = options or ServerCoreOptions()
+        o = self.options
+        tracker = None
+        if o.total_model_memory_limit_bytes is not None:
+            tracker = ResourceTracker(Resources(ram_bytes=o.total_model_memory_limit_bytes))
+        self.manager = AspiredVersionsManager(
+            AspiredVersionsManagerOptions(
+                num_load_threads=o.num_load_threads,
+                num_unload_threads=o.num_unload_threads,
+                max_num_load_retries=o.max_num_load_retries,
+                load_retry_interval_s=o.load_retry_interval_s,
+                resource_tracker=tracker,
+            )
+        )
+        self._router = _PlatformRouter(o.platform_options)
+        self._source = FileSystemSource(
+            [],
+            poll_interval_s=o.file_system_poll_wait_seconds,
+            quiet_period_s=o.quiet_period_s,
+        )
+        connect(self._source, self._router)
+        connect(self._router, self.manager)
+        self._lock = threading.Lock()  # serialises start / reload_config / stop; never held by requests
+        self._models: list[ModelEntry] = []
+        self._started = False
+        self._stopped = False
+
+    # -- request path (lock-free) ------------------------------------------------------
+
+    def get_handle(self, request: ServableRequest) -> ServableHandle[Any]:
+        return self.manager.get_handle(request)
+
+    def version_labels(self, name: str) -> Mapping[str, int]:
+        return self.manager.get_version_labels(name)
+
+    def version_states(self, name: str) -> list[ServableState]:
+        return self.manager.monitor.get_version_states(name)
+
+    def models(self) -> list[ModelEntry]:
+        return list(self._models)
+
+    # -- configuration -----------------------------------------------------------------
+
+    def start(self, models: Sequence[ModelEntry]) -> None:
+        """Install the first model list and wait until each model settled.
+
+        Raises ``UnknownError`` naming every version that ended in error (the caller, the
+        server binary, exits as TF Serving does).
+        """
+        with self._lock:
+            self.manager.start()
+            self._install(models)
+            self._source.start()
+            self._started = True
+            self._await_and_label(models, [m.name for m in models], initial=True)
+
+    def reload_config(self, models: Sequence[ModelEntry]) -> None:
+        """Replace the model list; block until the newly added models settled."""
+        with self._lock:
+            if not self._started:
+                raise UnknownError("ServerCore.reload_config called before start()")
+            old_names = {m.name for m in self._models}
+            self._install(models)
+            new_names = [m.name for m in models if m.name not in old_names]
+            self._await_and_label(models, new_names, initial=False)
+
+    def _install(self, models: Sequence[ModelEntry]) -> None:
+        self._models = list(models)
+        self._router.set_models(models)
+        watched = []
+        for model in models:
+            platform = get_platform(model.platform)
+            watched.append(
+                WatchedServable(
+                    name=model.name,
+                    base_path=str(Path(model.base_path)),
+                    version_policy=model.version_policy,
+                    is_version_ready=platform.is_version_ready,
+                )
+            )
+        self._source.update_config(watched)
+
+    def _await_and_label(self, models: Sequence[ModelEntry], wait_for: Sequence[str], initial: bool) -> None:
+        failures: list[str] = []
+        if wait_for:
+            requests = [ServableRequest.latest(name) for name in wait_for]
+            try:
+                states = self.manager.monitor.wait_until(
+                    requests, ManagerState.AVAILABLE, timeout_s=self.options.load_wait_timeout_s
+                )
+            except DeadlineExceededError as exc:
+                raise UnknownError(f"Models did not become available in time: {exc.message}") from exc
+            for state in states.values():
+                if state.manager_state is ManagerState.END:
+                    error = state.health.message if state.health else "unloaded"
+                    failures.append(f"{{{state.id} due to error: {error}}}")
+        if failures:
+            noun = "servable(s)" if initial else "model(s)"
+            raise UnknownError(f"{len(failures)} {noun} did not become available: {{{', '.join(failures)}}}")
+        for model in models:
+            self.manager.set_version_labels(
+                model.name,
+                dict(model.version_labels),
+                allow_unavailable=self.options.allow_version_labels_for_unavailable_models,
+            )
+
+    def stop(self) -> None:
+        """Stop watching, unload every version, join threads. Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._source.stop()
+            self.manager.stop()
+
+    def source_errors(self) -> Mapping[str, ServingError]:
+        """Per model, the last error reading its base path (empty when all are fine)."""
+        return self._source.servable_errors()

@@ -1,0 +1,141 @@
+"""``pyserving-model-server``: TF Serving's ``tensorflow_model_server``, flag for flag.
+
+Exit status: 0 after a clean shutdown (SIGTERM / SIGINT) or ``--help`` / ``--version``;
+1 when a flag is unknown or bad, when no model source is given, or when a model cannot
+be loaded at startup ("Failed to start server. Error: ..."), as TF Serving does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from pyserving.server.core import ServerCoreOptions
+from pyserving.server.flags import FlagError, ModelServerOptions, parse_model_server_args, usage, version_text
+from pyserving.server.model_config import (
+    ModelEntry,
+    config_from_flags,
+    load_model_server_config,
+    models_from_config,
+)
+from pyserving.server.model_server import ModelServer, ModelServerSettings
+
+__all__ = ["main", "settings_from_flags", "models_from_flags", "run_until_signalled"]
+
+_log = logging.getLogger("pyserving.server")
+
+
+def _auto_threads(value: int, default: int) -> int:
+    # TF Serving's 0 means "inline in the manager thread"; ours means "pick a pool size" so
+    # independent models still load in parallel (README: Differences).
+    return value if value > 0 else default
+
+
+def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
+    platform_options = {
+        "tensorflow": {
+            "saved_model_tags": list(o.saved_model_tags),
+            "intra_op_parallelism": o.tensorflow_intra_op_parallelism or o.tensorflow_session_parallelism,
+            "inter_op_parallelism": o.tensorflow_inter_op_parallelism or o.tensorflow_session_parallelism,
+        }
+    }
+    cpus = os.cpu_count() or 1
+    core = ServerCoreOptions(
+        file_system_poll_wait_seconds=float(o.file_system_poll_wait_seconds),
+        num_load_threads=_auto_threads(o.num_load_threads, max(2, cpus)),
+        num_unload_threads=_auto_threads(o.num_unload_threads, 2),
+        max_num_load_retries=o.max_num_load_retries,
+        load_retry_interval_s=o.load_retry_interval_micros / 1e6,
+        platform_options=platform_options,
+        allow_version_labels_for_unavailable_models=o.allow_version_labels_for_unavailable_models,
+    )
+    host = os.environ.get("PYSERVING_HOST", "0.0.0.0")
+    return ModelServerSettings(
+        grpc_host=host,
+        rest_host=host,
+        grpc_port=o.port,
+        grpc_socket_path=o.grpc_socket_path,
+        grpc_max_threads=o.grpc_max_threads,
+        grpc_channel_arguments=tuple(o.grpc_channel_arguments),
+        rest_port=o.rest_api_port,
+        rest_num_threads=o.rest_api_num_threads,
+        rest_timeout_ms=o.rest_api_timeout_in_ms,
+        rest_enable_cors=o.rest_api_enable_cors_support,
+        model_config_file=o.model_config_file,
+        config_poll_s=float(o.model_config_file_poll_wait_seconds),
+        tensor_content_outputs=o.enable_serialization_as_tensor_content,
+        core=core,
+    )
+
+
+def models_from_flags(o: ModelServerOptions) -> list[ModelEntry]:
+    if o.model_config_file:
+        return models_from_config(load_model_server_config(o.model_config_file))
+    return models_from_config(config_from_flags(o.model_name, o.model_base_path))
+
+
+def run_until_signalled(server: ModelServer) -> None:
+    """Run ``server`` until SIGTERM or SIGINT, then shut it down gracefully."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        _log.info("Received %s: shutting down gracefully", signal.Signals(signum).name)
+        threading.Thread(target=server.stop, name="pyserving-shutdown", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not server.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("PYSERVING_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        options = parse_model_server_args(args)
+    except FlagError as exc:
+        print(f"pyserving-model-server: {exc}", file=sys.stderr)
+        print("Run 'pyserving-model-server --help' for the list of flags.", file=sys.stderr)
+        return 1
+    if options.show_help:
+        print(usage())
+        return 0
+    if options.show_version:
+        print(version_text())
+        return 0
+    _configure_logging()
+    for warning in options.warnings:
+        _log.warning("%s", warning)
+    try:
+        models = models_from_flags(options)
+        server = ModelServer(settings_from_flags(options), models)
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - reported like TF Serving, then exit 1
+        print(f"Failed to start server. Error: {exc}", file=sys.stderr)
+        return 1
+    host = server.settings.grpc_host
+    if server.grpc_port:
+        print(f"Running gRPC ModelServer at {host}:{server.grpc_port} ...", flush=True)
+    if options.grpc_socket_path:
+        print(f"Running gRPC ModelServer at UNIX socket {options.grpc_socket_path} ...", flush=True)
+    if server.rest_port:
+        print(f"Exporting HTTP/REST API at:localhost:{server.rest_port} ...", flush=True)
+    run_until_signalled(server)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
