@@ -16,7 +16,7 @@ import pytest
 
 from pyserving.servable.errors import InvalidArgumentError, ServingError, UnimplementedError
 from pyserving.servable.signature import REGRESS_METHOD, DType, SignatureSpec, TensorSpec
-from pyserving.server import rest_json
+from pyserving.server import _json_floats, _json_values
 from pyserving.server.rest_json import (
     encode_classify_response,
     encode_error,
@@ -369,15 +369,15 @@ def test_fast_path_agrees_with_tensorflows_walk(dtype: DType) -> None:
         value = random_tensor(rng, dtype)
         if rng.random() < 0.5:
             value = corrupt(rng, value)
-        shape = rest_json._dense_shape(value)
+        shape = _json_values.dense_shape(value)
         try:
-            expected = rest_json._exact_array(value, dtype, shape)
+            expected = _json_values.exact_array(value, dtype, shape)
         except ServingError as exc:
             with pytest.raises(ServingError) as info:
-                rest_json._to_array(value, dtype)
+                _json_values.to_array(value, dtype)
             assert info.value == exc
             continue
-        got = rest_json._to_array(value, dtype)
+        got = _json_values.to_array(value, dtype)
         assert got.dtype == expected.dtype and got.shape == expected.shape
         assert got.tolist() == expected.tolist() or np.array_equal(got, expected, equal_nan=True)
 
@@ -413,9 +413,9 @@ def test_float_text_matches_scalar_reference_on_random_values() -> None:
     for dtype, bits in ((np.float32, np.uint32), (np.float64, np.uint64)):
         raw = rng.integers(0, np.iinfo(bits).max, 4000, dtype=bits).view(dtype)
         values = np.concatenate([raw, rng.random(2000).astype(dtype), np.round(rng.random(2000) * 1e5).astype(dtype)])
-        texts = rest_json._float_texts(values, 1)
+        texts = _json_floats.float_texts(values, 1)
         single = dtype is np.float32
-        assert texts == [rest_json._decimal(float(v), single) for v in values]
+        assert texts == [_json_floats.write_decimal(float(v), single) for v in values]
 
 
 def test_vectorized_float_text_matches_small_path() -> None:
@@ -652,3 +652,16 @@ def test_documented_half_plus_two_round_trips() -> None:
     assert encode_regress_response(np.array([3.5, 4.0])) == b'{"results":[3.5,4.0]}'
     assert encode_classify_response(None, np.array([[3.0]], np.float32)) == b'{"results":[[["",3.0]]]}'
     assert encode_regress_response(np.array([3.0])) == b'{"results":[3.0]}'
+
+
+def test_huge_integer_literals_are_a_400_not_a_crash():
+    from pyserving.servable.errors import InvalidArgumentError
+    from pyserving.server.rest_json import parse_json_body
+
+    for body in (
+        b'{"instances": [NaN, ' + b"9" * 5000 + b"]}",
+        b'{"instances": [' + b"9" * 5000 + b"]}",
+        b'{"instances": [NaN, ' + b"9" * 350 + b"]}",
+    ):
+        with pytest.raises(InvalidArgumentError, match="Number too big to be stored in double"):
+            parse_json_body(body)

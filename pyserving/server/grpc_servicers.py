@@ -1,0 +1,266 @@
+"""The gRPC servicers: TF Serving's PredictionService and ModelService over a DataPlane.
+
+Import them from :mod:`grpc_server`, which registers them and runs the server.
+
+A thin layer over :class:`~pyserving.server.data_plane.DataPlane`: every RPC parses its
+request proto, makes one data-plane call and encodes the result. Errors are answered in
+one place (:func:`_rpc`): a :class:`ServingError` becomes the gRPC status of the same
+code with the message cut to 1024 characters (``status.grpc_message``); any other
+exception is logged with its traceback and answered INTERNAL. No input can crash the
+server.
+
+The servicers are plain classes (not subclasses of the generated base classes) so that
+importing this module loads neither TensorFlow nor its protos; they are imported once,
+when a servicer is built (which may therefore take a while and raise ImportError).
+
+Deadlines: an RPC whose client deadline has already passed when it starts running (it
+waited in the thread pool) is answered DEADLINE_EXCEEDED without touching the model.
+A request already running when its deadline passes runs to the end; gRPC drops its answer
+(TF Serving turns the deadline into a session timeout, which Python cannot do).
+
+Threading and ownership: the servicers keep no per-request state and are safe to call
+from any number of gRPC worker threads at once. They hold, never own, the DataPlane and
+the ``reload_config`` callable, which runs on the RPC's worker thread; concurrent
+ReloadConfig RPCs call it concurrently (nothing here serializes them).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, TypeVar
+
+import grpc
+
+from pyserving.servable.errors import Code, DeadlineExceededError, InvalidArgumentError, ServingError
+from pyserving.server.api_protos import metadata_response, spec_from_proto, status_response
+from pyserving.server.data_plane import ClassifyResult, DataPlane, ModelSpec, RegressResult
+from pyserving.server.status import grpc_message, to_serving_error
+
+__all__ = ["PredictionServiceServicer", "ModelServiceServicer", "ReloadConfig"]
+
+_log = logging.getLogger("pyserving.server.grpc_server")  # one logger for the whole gRPC front end
+
+ReloadConfig = Callable[[Any], None]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+#: Code numbers equal gRPC's, so this is a renaming, not a second error table.
+_GRPC_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _rpc(method: _F) -> _F:
+    """Wrap one RPC: deadline check first, then every failure becomes exactly one gRPC status."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        remaining = context.time_remaining()  # no deadline: a very large number (or None)
+        if remaining is not None and remaining <= 0:
+            error: ServingError = DeadlineExceededError(
+                f"{name}: the client's deadline passed before the request started running"
+            )
+        else:
+            try:
+                return method(self, request, context)
+            except ServingError as exc:
+                error = exc
+            except Exception as exc:  # a bug: report it, keep serving
+                _log.exception("%s failed with an unexpected error; answering INTERNAL", name)
+                error = to_serving_error(exc)
+        code = _GRPC_CODES.get(int(error.code), grpc.StatusCode.UNKNOWN)
+        if code is grpc.StatusCode.OK:  # an error must never read as success
+            code = grpc.StatusCode.UNKNOWN
+        context.abort(code, grpc_message(error.message))
+
+    return handler  # type: ignore[return-value]
+
+
+def _spec(request: Any) -> ModelSpec:
+    if not request.HasField("model_spec"):
+        raise InvalidArgumentError("Missing ModelSpec")
+    return spec_from_proto(request.model_spec)
+
+
+def _fill_spec(target: Any, result: Any) -> None:
+    """The response ModelSpec: the name and version that served, and the resolved signature."""
+    target.name = result.id.name
+    target.version.value = result.id.version
+    target.signature_name = result.signature_name
+
+
+def _serialized_examples(input_proto: Any) -> list[bytes]:
+    """The request's ``tf.Example`` records, serialized, as TF Serving feeds them to the model.
+
+    ``example_list_with_context``: each record is the serialized context followed by the
+    serialized example, exactly TF Serving's ``InputToSerializedExampleTensor``; parsing
+    that concatenation merges the two, so an example's feature overrides the context's
+    feature of the same name. No input (kind unset) gives no records ("Input is empty.").
+    """
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        return [example.SerializeToString() for example in input_proto.example_list.examples]
+    if kind == "example_list_with_context":
+        with_context = input_proto.example_list_with_context
+        context = with_context.context.SerializeToString()
+        return [context + example.SerializeToString() for example in with_context.examples]
+    return []
+
+
+def _fill_classification(result: Any, classification: ClassifyResult) -> None:
+    """``ClassificationResult`` from the data plane's validated [batch, k] classes and/or scores."""
+    import numpy as np
+
+    classes, scores = classification.classes, classification.scores
+    num_examples, num_classes = (classes if classes is not None else scores).shape
+    labels = classes.tolist() if classes is not None else None
+    values = scores.astype(np.float32).tolist() if scores is not None else None
+    for i in range(num_examples):
+        classes_out = result.classifications.add().classes
+        for j in range(num_classes):
+            entry = classes_out.add()
+            if labels is not None:
+                label = labels[i][j]
+                # Labels are proto strings; undecodable bytes stay visible, never crash.
+                entry.label = label.decode("utf-8", "backslashreplace") if isinstance(label, bytes) else str(label)
+            if values is not None:
+                entry.score = values[i][j]
+
+
+def _fill_regression(result: Any, regression: RegressResult) -> None:
+    """``RegressionResult`` from the data plane's validated [batch] float values."""
+    import numpy as np
+
+    regressions = result.regressions
+    for value in regression.values.astype(np.float32).tolist():
+        regressions.add().value = value
+
+
+class PredictionServiceServicer:
+    """``tensorflow.serving.PredictionService`` over a :class:`DataPlane`.
+
+    ``tensor_content_outputs`` (``--enable_serialization_as_tensor_content``) encodes
+    Predict outputs as packed ``tensor_content`` instead of typed ``*_val`` fields.
+    """
+
+    def __init__(self, data_plane: DataPlane, *, tensor_content_outputs: bool = False) -> None:
+        from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
+
+        from pyserving.server import tensor_codec
+
+        self._data_plane = data_plane
+        self._tensor_content = tensor_content_outputs
+        self._to_numpy = tensor_codec.to_numpy
+        self._from_numpy = tensor_codec.from_numpy
+        self._predict_response = predict_pb2.PredictResponse
+        self._classification_response = classification_pb2.ClassificationResponse
+        self._regression_response = regression_pb2.RegressionResponse
+        self._multi_inference_response = inference_pb2.MultiInferenceResponse
+
+    @_rpc
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+        spec = _spec(request)
+        inputs = request.inputs
+        to_numpy = self._to_numpy
+
+        def decode(signature: Any) -> dict[str, Any]:
+            return {name: to_numpy(tensor) for name, tensor in inputs.items()}
+
+        result = self._data_plane.predict(spec, decode, tuple(request.output_filter))
+        response = self._predict_response()
+        _fill_spec(response.model_spec, result)
+        outputs = response.outputs
+        from_numpy, as_content = self._from_numpy, self._tensor_content
+        for name, array in result.outputs.items():
+            outputs[name].CopyFrom(from_numpy(array, as_tensor_content=as_content))
+        return response
+
+    @_rpc
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        spec = _spec(request)
+        examples = _serialized_examples(request.input)
+        result = self._data_plane.classify(spec, examples)
+        response = self._classification_response()
+        _fill_spec(response.model_spec, result)
+        _fill_classification(response.result, result)
+        return response
+
+    @_rpc
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        spec = _spec(request)
+        examples = _serialized_examples(request.input)
+        result = self._data_plane.regress(spec, examples)
+        response = self._regression_response()
+        _fill_spec(response.model_spec, result)
+        _fill_regression(response.result, result)
+        return response
+
+    @_rpc
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        # As TF Serving: a task without a model_spec has the empty spec (no "Missing ModelSpec").
+        tasks = [(spec_from_proto(task.model_spec), task.method_name) for task in request.tasks]
+        examples = _serialized_examples(request.input)
+        results = self._data_plane.multi_inference(tasks, examples)
+        response = self._multi_inference_response()
+        for result in results:
+            entry = response.results.add()
+            _fill_spec(entry.model_spec, result)
+            if isinstance(result, ClassifyResult):
+                _fill_classification(entry.classification_result, result)
+            elif isinstance(result, RegressResult):
+                _fill_regression(entry.regression_result, result)
+        return response
+
+    @_rpc
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        spec = _spec(request)
+        result = self._data_plane.metadata(spec, tuple(request.metadata_field))
+        return metadata_response(result.id, result.signature_def_map)
+
+
+class ModelServiceServicer:
+    """``tensorflow.serving.ModelService``: model status and config reload.
+
+    ``reload_config(config)`` receives the request's ``ModelServerConfig`` (always a
+    ``model_config_list``; anything else is refused here, as TF Serving does), blocks
+    until the reload is done and raises ``ServingError`` on failure. The outcome is the
+    RPC status; on success the response's ``status`` is OK. (On failure gRPC sends no
+    response body, so the ``status`` field can only ever carry OK to a client.)
+    ``metric_names``: pyserving keeps no TF monitoring counters, so every requested
+    metric is answered with ``int64_value_increase: 0``.
+    """
+
+    def __init__(self, data_plane: DataPlane, reload_config: ReloadConfig) -> None:
+        from tensorflow_serving.apis import model_management_pb2
+
+        self._data_plane = data_plane
+        self._reload_config = reload_config
+        self._reload_response = model_management_pb2.ReloadConfigResponse
+
+    @_rpc
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return status_response(self._data_plane.status(_spec(request)))
+
+    @_rpc
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        config = request.config
+        if config.WhichOneof("config") != "model_config_list":
+            raise InvalidArgumentError(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                "Only ModelConfigList is currently supported"
+            )
+        for index, entry in enumerate(config.model_config_list.config):
+            _log.info(
+                "Reload config entry %d: name=%s base_path=%s platform=%s",
+                index, entry.name, entry.base_path, entry.model_platform,
+            )
+        try:
+            self._reload_config(config)
+        except ServingError as exc:
+            _log.error("ReloadConfig failed: %s", exc.message)
+            raise
+        response = self._reload_response()
+        response.status.error_code = int(Code.OK)
+        for name in request.metric_names:
+            response.metric.add(name=name, int64_value_increase=0)
+        return response

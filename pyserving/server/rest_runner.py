@@ -1,0 +1,168 @@
+"""The REST server's options and its runner: a bound socket, uvicorn, and a server thread.
+
+:func:`serve_in_thread` runs any ASGI 3 application the way :mod:`rest_server` needs;
+``rest_server.start_rest_server`` is its one caller (import the public names from
+:mod:`rest_server`). Nothing here knows TF Serving's API, and no gRPC or TensorFlow is
+imported; uvicorn is imported when a server starts.
+
+Sockets: the listening socket is bound here (``handle.port`` is the real port, also for
+port 0) and handed to uvicorn. asyncio sets TCP_NODELAY on every accepted TCP connection
+(``_SelectorSocketTransport``); it is also set on the listening socket (inherited on
+Linux), so small answers never wait for Nagle + delayed ACK.
+
+Threading: :func:`serve_in_thread` blocks until the server accepts connections or has
+failed to start. The server then runs in its own daemon thread with its own asyncio
+loop (uvicorn with the httptools parser); the application runs on that loop and
+receives the executor (None when ``num_threads`` is 0) for its model calls.
+:meth:`RestServerHandle.stop` may be called from any thread except the server's own.
+
+Ownership: the handle owns the socket (closed when the server thread ends), the thread
+and the executor (shut down by :meth:`RestServerHandle.stop`).
+
+Failure: a port that cannot be bound, or a server that does not start, raises
+:class:`UnavailableError` and leaves nothing running. An error that ends the server
+later is logged; :attr:`RestServerHandle.running` then reads False.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pyserving.servable.errors import InvalidArgumentError, UnavailableError
+
+__all__ = ["RestServerOptions", "RestServerHandle", "serve_in_thread", "DEFAULT_MAX_BODY_BYTES"]
+
+_log = logging.getLogger("pyserving.server.rest_server")  # one logger for the whole REST front end
+
+#: 64 MiB: a batch of 32 224x224x3 float images as JSON text (~40 MB) fits, and a few such
+#: requests at once still fit in memory once parsed into Python objects.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+def _schedulable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RestServerOptions:
+    """``host`` to bind (``"::"``: IPv6 and IPv4 where possible); ``port`` (0 = a free one);
+    ``num_threads`` model-call workers (default 4 x schedulable CPUs; 0 = inline on the
+    event loop); ``timeout_ms`` per request (default 30000; 0 = none); ``max_body_bytes``,
+    also after gzip (default 64 MiB); ``enable_cors`` (``--rest_api_enable_cors_support``)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8501
+    num_threads: int = field(default_factory=lambda: 4 * _schedulable_cpus())
+    timeout_ms: int = 30000
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    enable_cors: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, low in (("port", self.port, 0), ("num_threads", self.num_threads, 0),
+                                 ("timeout_ms", self.timeout_ms, 0), ("max_body_bytes", self.max_body_bytes, 1)):
+            if value < low:
+                raise InvalidArgumentError(f"RestServerOptions.{name} must be >= {low}, got {value}")
+        if self.port > 65535:
+            raise InvalidArgumentError(f"RestServerOptions.port must be <= 65535, got {self.port}")
+
+
+class RestServerHandle:
+    """A running REST server. ``port`` is the bound TCP port (the real one for port 0)."""
+
+    def __init__(self, server: Any, thread: threading.Thread, executor: ThreadPoolExecutor | None, port: int) -> None:
+        self._server = server
+        self._thread = thread
+        self._executor = executor
+        self.port = port
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting connections; requests in flight get ``grace_s`` seconds to answer,
+        then they are cancelled. Returns once the server thread has ended and every worker
+        finished its current model call. Safe to call more than once."""
+        self._server.config.timeout_graceful_shutdown = grace_s
+        self._server.should_exit = True
+        self._thread.join()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    dualstack = family == socket.AF_INET6 and host in ("::", "") and socket.has_dualstack_ipv6()
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048, dualstack_ipv6=dualstack)
+    except OSError as exc:
+        raise UnavailableError(f"Could not bind the REST port {host}:{port}: {exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def serve_in_thread(
+    options: RestServerOptions, make_app: Callable[[ThreadPoolExecutor | None], Any]
+) -> RestServerHandle:
+    """Bind, build the application with ``make_app(executor)``, start the server thread,
+    and return once it accepts connections.
+
+    Raises UnavailableError when the port cannot be bound or the server does not start.
+    """
+    import uvicorn
+
+    sock = _bind(options.host, options.port)
+    port = sock.getsockname()[1]
+    executor = None
+    if options.num_threads:
+        executor = ThreadPoolExecutor(max_workers=options.num_threads, thread_name_prefix="pyserving-rest")
+    config = uvicorn.Config(
+        make_app(executor), http="httptools", ws="none", lifespan="off",
+        interface="asgi3", log_config=None,  # log_config=None: leave the program's logging alone
+        access_log=False, proxy_headers=False, server_header=False, timeout_graceful_shutdown=5,
+    )
+    ready = threading.Event()
+    failure: list[BaseException] = []
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            try:
+                await super().startup(sockets=sockets)
+            finally:
+                ready.set()
+
+    server = _Server(config)
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.serve(sockets=[sock]))
+        except BaseException as exc:  # noqa: BLE001 - reported by start_rest_server, or logged
+            failure.append(exc)
+            _log.error("The REST server on port %d stopped with an error: %r", port, exc)
+        finally:
+            ready.set()
+            sock.close()
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"pyserving-rest-{port}", daemon=True)
+    thread.start()
+    ready.wait()
+    handle = RestServerHandle(server, thread, executor, port)
+    if failure or not server.started:
+        handle.stop(0)
+        reason = repr(failure[0]) if failure else "startup did not complete"
+        raise UnavailableError(f"The REST server could not start on {options.host}:{port}: {reason}")
+    _log.info("REST API listening on %s:%d (%s worker threads)", options.host, port, options.num_threads or "no")
+    return handle
