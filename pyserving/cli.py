@@ -87,9 +87,10 @@ def model_entry_for_path(path: Path, links_dir: Path):  # -> ModelEntry
 
 def _serve(args: argparse.Namespace) -> int:
     from pyserving.server.core import ServerCoreOptions
-    from pyserving.server.main import run_until_signalled
+    from pyserving.server.main import quiet_tensorflow_startup, run_until_signalled
     from pyserving.server.model_server import ModelServer, ModelServerSettings
 
+    quiet_tensorflow_startup()
     logging.basicConfig(
         level=os.environ.get("PYSERVING_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname).1s %(name)s] %(message)s",

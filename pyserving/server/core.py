@@ -8,9 +8,11 @@ The gRPC and REST servers sit on top through :class:`~pyserving.server.data_plan
 which needs only :meth:`get_handle`, :meth:`version_labels` and :meth:`version_states`.
 
 Life cycle: :meth:`start` installs the first model list and blocks until every model's
-newest version is AVAILABLE or END (TF Serving's startup); :meth:`reload_config` replaces
-the whole list (models left out are unloaded; models it does not touch keep serving) and
-blocks only until the *new* models settle; :meth:`stop` unloads everything. ``start``,
+newest version, and every version a label names, is AVAILABLE or END (TF Serving's startup,
+except that a model whose base path cannot be read fails at once, where TF Serving waits
+forever); :meth:`reload_config` replaces the whole list (models left out are unloaded;
+models it does not touch keep serving) and blocks only until the *new* models settle (same
+base-path rule); :meth:`stop` unloads everything. ``start``,
 ``reload_config`` and ``stop`` are serialised by one lock; request methods never take it.
 
 Version labels are applied after the models they name have settled, so a label may point
@@ -184,7 +186,18 @@ class ServerCore:
         self._source.update_config(watched)
 
     def _await_and_label(self, models: Sequence[ModelEntry], wait_for: Sequence[str], initial: bool) -> None:
-        failures: list[str] = []
+        noun = "servable(s)" if initial else "model(s)"
+        # The source scanned every new base path before this is called. One that cannot be
+        # read would never produce a version, so fail now instead of waiting forever (TF
+        # Serving waits, and its ports never open; README "Differences").
+        source_errors = self._source.servable_errors()
+        failures = [
+            f"{{{{name: {name}}} due to error: {source_errors[name].message}}}"
+            for name in wait_for
+            if name in source_errors
+        ]
+        if failures:
+            raise UnknownError(f"{len(failures)} {noun} did not become available: {{{', '.join(failures)}}}")
         if wait_for:
             requests = [ServableRequest.latest(name) for name in wait_for]
             try:
@@ -198,14 +211,40 @@ class ServerCore:
                     error = state.health.message if state.health else "unloaded"
                     failures.append(f"{{{state.id} due to error: {error}}}")
         if failures:
-            noun = "servable(s)" if initial else "model(s)"
             raise UnknownError(f"{len(failures)} {noun} did not become available: {{{', '.join(failures)}}}")
+        self._await_labelled_versions(models, wait_for)
         for model in models:
             self.manager.set_version_labels(
                 model.name,
                 dict(model.version_labels),
                 allow_unavailable=self.options.allow_version_labels_for_unavailable_models,
             )
+
+    def _await_labelled_versions(self, models: Sequence[ModelEntry], names: Sequence[str]) -> None:
+        """Wait until every version a label of a just-added model names has settled.
+
+        Waiting for Latest alone is not enough: with ``all`` or ``specific`` policies an older
+        labelled version may still be loading when the newest is AVAILABLE. Only versions the
+        manager already knows are awaited (one aspired list starts all of a model's versions
+        at once); a label naming a version that does not exist fails in ``set_version_labels``.
+        """
+        wanted = set(names)
+        requests = []
+        for model in models:
+            if model.name not in wanted or not model.version_labels:
+                continue
+            known = {state.id.version for state in self.version_states(model.name)}
+            requests += [
+                ServableRequest.specific(model.name, version)
+                for version in sorted(set(model.version_labels.values()))
+                if version in known
+            ]
+        if not requests:
+            return
+        try:
+            self.manager.monitor.wait_until(requests, ManagerState.AVAILABLE, timeout_s=self.options.load_wait_timeout_s)
+        except DeadlineExceededError as exc:
+            raise UnknownError(f"Labelled versions did not become available in time: {exc.message}") from exc
 
     def stop(self) -> None:
         """Stop watching, unload every version, join threads. Idempotent."""

@@ -94,7 +94,13 @@ def run_until_signalled(server: ModelServer) -> None:
             signal.signal(sig, handler)
 
 
+def quiet_tensorflow_startup() -> None:
+    """Hide TensorFlow's C++ INFO lines (oneDNN, CUDA probing) unless the user chose a level."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
 def _configure_logging() -> None:
+    quiet_tensorflow_startup()
     logging.basicConfig(
         level=os.environ.get("PYSERVING_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
@@ -104,6 +110,8 @@ def _configure_logging() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # Before parsing: the parser logs its one warning line (ignored flags) itself.
+    _configure_logging()
     try:
         options = parse_model_server_args(args)
     except FlagError as exc:
@@ -116,9 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.show_version:
         print(version_text())
         return 0
-    _configure_logging()
-    for warning in options.warnings:
-        _log.warning("%s", warning)
     try:
         models = models_from_flags(options)
         server = ModelServer(settings_from_flags(options), models)

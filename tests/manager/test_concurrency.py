@@ -76,6 +76,10 @@ def test_swapping_versions_under_load() -> None:
     assert not any(thread.is_alive() for thread in readers)
     assert problems == []
     assert all(count > 0 for count in counts)
+    # The newest version is AVAILABLE; the one before may still be unloading: wait for
+    # every other version that was loaded to reach END before checking what is served.
+    older = [l.servable_id for l in loaders if l.load_calls and l.servable_id != ServableId("m", NUM_VERSIONS)]
+    manager.monitor.wait_until(older, M.END, timeout_s=20)
     assert manager.list_available_ids() == [ServableId("m", NUM_VERSIONS)]
 
     manager.stop()

@@ -106,16 +106,29 @@ class ServerProcess:
         self.stop()
 
 
-def start_model_server(extra_args: Sequence[str], timeout_s: float = 90.0, rest: bool = True) -> tuple[ServerProcess, int, int]:
+#: Output of a server that lost its port to another process (then it is started again).
+_BIND_FAILURES = ("Could not bind gRPC port", "Could not bind the REST port")
+
+
+def start_model_server(
+    extra_args: Sequence[str], timeout_s: float = 90.0, rest: bool = True, bind_attempts: int = 3
+) -> tuple[ServerProcess, int, int]:
     """Start ``pyserving-model-server`` on free ports; returns (process, grpc_port, rest_port).
 
-    Raises AssertionError with the server's output when it does not come up.
+    Raises AssertionError with the server's output when it does not come up. A free port
+    can be taken by another process between :func:`free_port` and the server's bind; when
+    the server reports exactly that, it is started again on new ports (up to
+    ``bind_attempts`` times).
     """
-    grpc_port = free_port()
-    rest_port = free_port() if rest else 0
-    server = ServerProcess([f"--port={grpc_port}", f"--rest_api_port={rest_port}", *extra_args])
     ready = "Exporting HTTP/REST API" if rest else "Running gRPC ModelServer"
-    if not server.wait_for_output(ready, timeout_s):
+    for attempt in range(1, bind_attempts + 1):
+        grpc_port = free_port()
+        rest_port = free_port() if rest else 0
+        server = ServerProcess([f"--port={grpc_port}", f"--rest_api_port={rest_port}", *extra_args])
+        if server.wait_for_output(ready, timeout_s):
+            return server, grpc_port, rest_port
         server.stop()
+        if attempt < bind_attempts and any(text in server.output for text in _BIND_FAILURES):
+            continue
         raise AssertionError(f"server did not start; output:\n{server.output}")
-    return server, grpc_port, rest_port
+    raise AssertionError("unreachable")  # pragma: no cover
