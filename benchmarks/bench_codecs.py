@@ -97,11 +97,11 @@ def main() -> None:
         inputs, _ = rest_json.predict_inputs(doc, signature)
         rows.append((f"REST {name}: parse+encode, ours", median_us(lambda: ours(body, output), args.rounds, args.min_time)))
         rows.append((f"REST {name}: parse+encode, naive", median_us(lambda: naive(body, output), args.rounds, args.min_time)))
-        rows.append((f"  parse only (orjson + checks)", median_us(
+        rows.append(("  parse only (orjson + checks)", median_us(
             lambda: rest_json.predict_inputs(rest_json.parse_json_body(body), signature), args.rounds, args.min_time)))
-        rows.append((f"  encode only, TF float text", median_us(
+        rows.append(("  encode only, TF float text", median_us(
             lambda: rest_json.encode_predict_response({"y": output}, True, signature), args.rounds, args.min_time)))
-        rows.append((f"  encode only, orjson numpy (not TF text)", median_us(
+        rows.append(("  encode only, orjson numpy (not TF text)", median_us(
             lambda: orjson.dumps({"predictions": output}, option=orjson.OPT_SERIALIZE_NUMPY), args.rounds, args.min_time)))
 
     tensor = rng.random((32, 784)).astype(np.float32)

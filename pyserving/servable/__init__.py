@@ -1,8 +1,27 @@
 """The vocabulary every other layer speaks: ids, requests, states, data, handles, errors."""
 
 from pyserving.servable.data import ServableData
-from pyserving.servable.errors import *  # noqa: F401,F403 - the error hierarchy is public
-from pyserving.servable.errors import __all__ as _errors_all
+from pyserving.servable.errors import (
+    AbortedError,
+    AlreadyExistsError,
+    CancelledError,
+    Code,
+    DataLossError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    ServingError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+    UnknownError,
+    as_serving_error,
+)
 from pyserving.servable.event_bus import EventBus, Subscription
 from pyserving.servable.handle import ServableHandle
 from pyserving.servable.ids import RequestKind, ServableId, ServableRequest
@@ -19,5 +38,23 @@ __all__ = [
     "LEGAL_TRANSITIONS",
     "EventBus",
     "Subscription",
-    *_errors_all,
+    "AbortedError",
+    "AlreadyExistsError",
+    "CancelledError",
+    "Code",
+    "DataLossError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "OutOfRangeError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "ServingError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "UnknownError",
+    "as_serving_error",
 ]

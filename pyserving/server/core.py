@@ -38,13 +38,12 @@ from pyserving.servable.errors import (
     NotFoundError,
     ServingError,
     UnknownError,
-    as_serving_error,
 )
 from pyserving.servable.handle import ServableHandle
 from pyserving.servable.ids import ServableRequest
 from pyserving.servable.state import ManagerState, ServableState
 from pyserving.sources.file_system_source import FileSystemSource, WatchedServable
-from pyserving.sources.source import SourceAdapter, connect
+from pyserving.sources.source import UnarySourceAdapter, connect
 from pyserving.sources.storage_path import StoragePath
 from pyserving.server.model_config import ModelEntry
 
@@ -72,7 +71,7 @@ class ServerCoreOptions:
     load_wait_timeout_s: float | None = None
 
 
-class _PlatformRouter(SourceAdapter[StoragePath, Loader]):
+class _PlatformRouter(UnarySourceAdapter[StoragePath, Loader]):
     """Turns each model's storage paths into loaders of that model's platform."""
 
     def __init__(self, platform_options: Mapping[str, Mapping[str, Any]]) -> None:
@@ -83,22 +82,12 @@ class _PlatformRouter(SourceAdapter[StoragePath, Loader]):
     def set_models(self, models: Sequence[ModelEntry]) -> None:
         self._platform_by_model = {m.name: m.platform for m in models}
 
-    def adapt(self, servable_name: str, versions: Sequence[ServableData[StoragePath]]) -> list[ServableData[Loader]]:
-        platform_name = self._platform_by_model.get(servable_name)
-        out: list[ServableData[Loader]] = []
-        for item in versions:
-            if not item.ok:
-                out.append(ServableData.failed(item.id, item.error))  # type: ignore[arg-type]
-                continue
-            try:
-                if platform_name is None:
-                    raise NotFoundError(f"No platform found for model {servable_name}")
-                platform = get_platform(platform_name)
-                options = self._platform_options.get(platform_name, {})
-                out.append(ServableData.of(item.id, platform.create_loader(item.id, item.value, options)))
-            except Exception as exc:  # noqa: BLE001 - errors travel as data
-                out.append(ServableData.failed(item.id, as_serving_error(exc, f"Cannot prepare {item.id}: ")))
-        return out
+    def convert(self, data: ServableData[StoragePath]) -> Loader:
+        platform_name = self._platform_by_model.get(data.id.name)
+        if platform_name is None:
+            raise NotFoundError(f"No platform found for model {data.id.name}")
+        options = self._platform_options.get(platform_name, {})
+        return get_platform(platform_name).create_loader(data.id, data.value, options)
 
 
 class ServerCore:
