@@ -1,7 +1,7 @@
 """Unit tests for the transport-neutral DataPlane over a fake ServingCore (no TensorFlow, no server).
 
-The core is a dict of ServableId -> servable with labels and published states; it records
-every handle it hands out so each test can check that the data plane released them all.
+The core is pyserving.testing.StaticServingCore (ServableId -> servable, labels, published
+states); it tracks every handle it hands out so each test checks the data plane released them all.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from pyserving.servable.errors import (
     UnimplementedError,
     UnknownError,
 )
-from pyserving.servable.handle import ServableHandle
-from pyserving.servable.ids import RequestKind, ServableId, ServableRequest
+from pyserving.servable.ids import ServableId
 from pyserving.servable.signature import (
     CLASSIFY_METHOD,
     REGRESS_METHOD,
@@ -31,6 +30,7 @@ from pyserving.servable.signature import (
 )
 from pyserving.servable.state import ManagerState, ServableState
 from pyserving.server.data_plane import ClassifyResult, DataPlane, ModelSpec, RegressResult
+from pyserving.testing import StaticServingCore
 
 _EXAMPLES = TensorSpec(DType.STRING, (None,))
 _SIGNATURES = {
@@ -84,54 +84,24 @@ class NoExamples:
         return {}
 
 
-class FakeCore:
-    """A ServingCore over fixed versions; latest = highest version of the name."""
-
-    def __init__(self) -> None:
-        self.servables: dict[ServableId, Any] = {ServableId("m", v): Model(v) for v in (1, 2, 3)}
-        self.servables[ServableId("plain", 1)] = object()
-        self.servables[ServableId("predict_only", 1)] = NoExamples()
-        self.labels = {"m": {"stable": 1, "canary": 3}}
-        self.states = {
-            "m": [
-                ServableState(ServableId("m", 2), ManagerState.AVAILABLE),
-                ServableState(ServableId("m", 4), ManagerState.END, UnknownError("Loading m 4 failed")),
-                ServableState(ServableId("m", 1), ManagerState.AVAILABLE),
-                ServableState(ServableId("m", 3), ManagerState.LOADING),
-            ]
-        }
-        self.handles: list[ServableHandle[Any]] = []
-
-    def get_handle(self, request: ServableRequest) -> ServableHandle[Any]:
-        versions = sorted(i.version for i in self.servables if i.name == request.name)
-        if request.kind is RequestKind.SPECIFIC:
-            versions = [v for v in versions if v == request.version]
-        if not versions:
-            raise NotFoundError(f"Servable not found for request: {request}")
-        servable_id = ServableId(request.name, versions[-1])
-        handle = ServableHandle(servable_id, self.servables[servable_id], lambda: None)
-        self.handles.append(handle)
-        return handle
-
-    def version_labels(self, name: str) -> Mapping[str, int]:
-        return self.labels.get(name, {})
-
-    def version_states(self, name: str) -> list[ServableState]:
-        return list(self.states.get(name, []))
-
-    def model(self, version: int) -> Model:
-        return self.servables[ServableId("m", version)]
-
-
 @pytest.fixture
-def core() -> Iterator[FakeCore]:
-    fake = FakeCore()
+def core() -> Iterator[StaticServingCore]:
+    servables: dict[ServableId, Any] = {ServableId("m", v): Model(v) for v in (1, 2, 3)}
+    servables[ServableId("plain", 1)] = object()
+    servables[ServableId("predict_only", 1)] = NoExamples()
+    states = [
+        ServableState(ServableId("m", 2), ManagerState.AVAILABLE),
+        ServableState(ServableId("m", 4), ManagerState.END, UnknownError("Loading m 4 failed")),
+        ServableState(ServableId("m", 1), ManagerState.AVAILABLE),
+        ServableState(ServableId("m", 3), ManagerState.LOADING),
+    ]
+    fake = StaticServingCore(servables, labels={"m": {"stable": 1, "canary": 3}}, states={"m": states})
     yield fake
-    assert all(handle.released for handle in fake.handles), "a handle outlived its request"
+    assert fake.held_handles() == [], "a handle outlived its request"
 
 
 @pytest.fixture
-def plane(core: FakeCore) -> DataPlane:
+def plane(core: StaticServingCore) -> DataPlane:
     return DataPlane(core)
 
 
@@ -183,7 +153,7 @@ def test_resolution_errors(plane: DataPlane, spec: ModelSpec, cls: type[ServingE
 # -- predict ---------------------------------------------------------------------------------
 
 
-def test_predict_defaults_to_serving_default_and_reports_the_signature(plane: DataPlane, core: FakeCore) -> None:
+def test_predict_defaults_to_serving_default_and_reports_the_signature(plane: DataPlane, core: StaticServingCore) -> None:
     seen: list[SignatureSpec] = []
 
     def decode(signature: SignatureSpec) -> dict[str, np.ndarray]:
@@ -193,13 +163,13 @@ def test_predict_defaults_to_serving_default_and_reports_the_signature(plane: Da
     result = plane.predict(ModelSpec("m", version=1), decode)
     assert (result.signature_name, result.signature) == ("serving_default", _SIGNATURES["serving_default"])
     assert seen == [_SIGNATURES["serving_default"]]
-    assert core.model(1).runs == [("serving_default", ())]
+    assert core.servable("m", 1).runs == [("serving_default", ())]
 
 
-def test_predict_passes_the_output_filter(plane: DataPlane, core: FakeCore) -> None:
+def test_predict_passes_the_output_filter(plane: DataPlane, core: StaticServingCore) -> None:
     result = plane.predict(ModelSpec("m", signature_name="two"), x_input(3.0), ["square"])
     assert list(result.outputs) == ["square"] and result.outputs["square"].tolist() == [9.0]
-    assert core.model(3).runs == [("two", ("square",))]
+    assert core.servable("m", 3).runs == [("two", ("square",))]
 
 
 def test_predict_unknown_signature_is_failed_precondition(plane: DataPlane) -> None:
@@ -207,12 +177,12 @@ def test_predict_unknown_signature_is_failed_precondition(plane: DataPlane) -> N
     assert message == 'Serving signature key "nope" not found.'
 
 
-def test_bad_inputs_and_filters_never_reach_the_model(plane: DataPlane, core: FakeCore) -> None:
+def test_bad_inputs_and_filters_never_reach_the_model(plane: DataPlane, core: StaticServingCore) -> None:
     wrong_dtype = lambda signature: {"x": np.array([1], np.int64)}  # noqa: E731
     assert "DT_INT64" in error(InvalidArgumentError, plane.predict, ModelSpec("m"), wrong_dtype)
     message = error(InvalidArgumentError, plane.predict, ModelSpec("m", signature_name="two"), x_input(1.0), ["nope"])
     assert message.startswith("output tensor alias not found in signature: nope")
-    assert core.model(3).runs == []
+    assert core.servable("m", 3).runs == []
 
 
 def test_a_servable_without_signatures_is_failed_precondition(plane: DataPlane) -> None:
@@ -223,13 +193,13 @@ def test_a_servable_without_signatures_is_failed_precondition(plane: DataPlane) 
 # -- classify / regress -----------------------------------------------------------------------
 
 
-def test_classify_returns_checked_arrays(plane: DataPlane, core: FakeCore) -> None:
-    core.model(3).classify_out = {"scores": np.array([[1], [2]], np.int64)}
+def test_classify_returns_checked_arrays(plane: DataPlane, core: StaticServingCore) -> None:
+    core.servable("m", 3).classify_out = {"scores": np.array([[1], [2]], np.int64)}
     result = plane.classify(ModelSpec("m", signature_name="classify"), [b"a", b"b"])
     assert isinstance(result, ClassifyResult)
     assert (result.id, result.signature_name, result.classes) == (ServableId("m", 3), "classify", None)
     assert result.scores is not None and result.scores.dtype == np.float32 and result.scores.tolist() == [[1.0], [2.0]]
-    core.model(3).classify_out = {"classes": [[b"x"], [b"y"]], "scores": [[0.5], [0.25]]}
+    core.servable("m", 3).classify_out = {"classes": [[b"x"], [b"y"]], "scores": [[0.5], [0.25]]}
     result = plane.classify(ModelSpec("m", signature_name="classify"), [b"a", b"b"])
     assert result.classes is not None and result.classes.tolist() == [[b"x"], [b"y"]]
     assert result.scores is not None and result.scores.tolist() == [[0.5], [0.25]]
@@ -252,14 +222,14 @@ _LABELS_2X2 = np.array([[b"a", b"b"]] * 2, dtype=object)
     ],
     ids=["scores-1d", "batch", "classes-dtype", "width", "empty-dict"],
 )
-def test_classify_output_checks(plane: DataPlane, core: FakeCore, output: Any, message: str) -> None:
-    core.model(3).classify_out = output
+def test_classify_output_checks(plane: DataPlane, core: StaticServingCore, output: Any, message: str) -> None:
+    core.servable("m", 3).classify_out = output
     spec = ModelSpec("m", signature_name="classify")
     assert error(InvalidArgumentError, plane.classify, spec, [b"a", b"b"]) == message
 
 
-def test_classify_must_return_a_mapping(plane: DataPlane, core: FakeCore) -> None:
-    core.model(3).classify_out = (None, np.ones((1, 1), np.float32))
+def test_classify_must_return_a_mapping(plane: DataPlane, core: StaticServingCore) -> None:
+    core.servable("m", 3).classify_out = (None, np.ones((1, 1), np.float32))
     assert error(InternalError, plane.classify, ModelSpec("m", signature_name="classify"), [b"a"]) == (
         f"Servable {ServableId('m', 3)} classify() returned tuple; expected a dict with 'classes' and/or 'scores'"
     )
@@ -268,8 +238,8 @@ def test_classify_must_return_a_mapping(plane: DataPlane, core: FakeCore) -> Non
 @pytest.mark.parametrize(
     "values", [np.array([1.5, 2.5], np.float32), np.array([[1.5], [2.5]], np.float32), [1.5, 2.5]]
 )
-def test_regress_returns_batch_shaped_floats(plane: DataPlane, core: FakeCore, values: Any) -> None:
-    core.model(3).regress_out = values
+def test_regress_returns_batch_shaped_floats(plane: DataPlane, core: StaticServingCore, values: Any) -> None:
+    core.servable("m", 3).regress_out = values
     result = plane.regress(ModelSpec("m", signature_name="regress"), [b"a", b"b"])
     assert isinstance(result, RegressResult)
     assert (result.id, result.signature_name) == (ServableId("m", 3), "regress")
@@ -287,8 +257,8 @@ def test_regress_returns_batch_shaped_floats(plane: DataPlane, core: FakeCore, v
         (np.array([b"a", b"b"], dtype=object), "Expected output Tensor of DT_FLOAT. Got: object"),
     ],
 )
-def test_regress_output_checks(plane: DataPlane, core: FakeCore, values: Any, message: str) -> None:
-    core.model(3).regress_out = values
+def test_regress_output_checks(plane: DataPlane, core: StaticServingCore, values: Any, message: str) -> None:
+    core.servable("m", 3).regress_out = values
     assert error(InvalidArgumentError, plane.regress, ModelSpec("m", signature_name="regress"), [b"a", b"b"]) == message
 
 
@@ -312,9 +282,9 @@ def test_classify_and_regress_request_errors(plane: DataPlane) -> None:
 # -- multi-inference --------------------------------------------------------------------------
 
 
-def test_multi_inference_runs_every_task_in_order(plane: DataPlane, core: FakeCore) -> None:
-    core.model(1).classify_out = {"scores": [[0.5]]}
-    core.model(1).regress_out = [[4.0]]
+def test_multi_inference_runs_every_task_in_order(plane: DataPlane, core: StaticServingCore) -> None:
+    core.servable("m", 1).classify_out = {"scores": [[0.5]]}
+    core.servable("m", 1).regress_out = [[4.0]]
     tasks = [
         (ModelSpec("m", version=1, signature_name="regress"), REGRESS_METHOD),
         (ModelSpec("m", signature_name="classify"), CLASSIFY_METHOD),
