@@ -7,6 +7,11 @@
 A PATH is a base path holding numbered version folders (``1/``, ``2/`` ...) — which is
 watched, so a new version dropped in takes over — or a single model folder (a SavedModel
 or a folder with ``model.py``), served as version 1.
+
+Ctrl-C or SIGTERM shuts down gracefully: the server reports not ready, stops accepting
+requests, gives the requests in flight ``--shutdown_grace_seconds`` (default 5) to finish,
+unloads the models and exits 0. A second Ctrl-C / SIGTERM exits at once with status
+128 + the signal number (130 for SIGINT, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -112,6 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
         rest_host=args.host,
         grpc_port=args.port,
         rest_port=args.rest_api_port,
+        shutdown_grace_s=args.shutdown_grace_seconds,
         core=ServerCoreOptions(file_system_poll_wait_seconds=args.file_system_poll_wait_seconds),
     )
     server = ModelServer(settings, models)
@@ -159,6 +165,11 @@ def _parser() -> argparse.ArgumentParser:
         "--file_system_poll_wait_seconds", type=float, default=1.0,
         help="seconds between folder polls; new versions are also seen at once through file events (default 1)",
     )
+    serve.add_argument(
+        "--shutdown_grace_seconds", type=float, default=5.0,
+        help="on Ctrl-C or SIGTERM, seconds requests in flight get to finish before the models are unloaded "
+        "(default 5); a second Ctrl-C exits at once",
+    )
     return parser
 
 
@@ -175,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--port must be in 1..65535, got {args.port}")
         if not 0 <= args.rest_api_port < 65536:
             parser.error(f"--rest_api_port must be in 0..65535, got {args.rest_api_port}")
+        if not 0 <= args.shutdown_grace_seconds < float("inf"):
+            parser.error(f"--shutdown_grace_seconds must be a number >= 0, got {args.shutdown_grace_seconds}")
         return _serve(args)
     parser.print_help()
     return 0

@@ -5,6 +5,8 @@
 * :class:`BasicManager` — load / unload / serve on explicit request.
 * :class:`ServableStateMonitor` — the latest published state of every version.
 * :class:`ResourceTracker` — the resource budget loads reserve against.
+* :class:`LifecycleLog` — one readable log line per state change, plus load / unload /
+  swap counters (:class:`LifecycleStatistics`); attach it to any manager's event bus.
 * :class:`ServingMap`, :class:`LoaderHarness` — the building blocks (snapshot of what is
   served; one version's state machine and handle count).
 """
@@ -12,6 +14,12 @@
 from pyserving.manager.aspired_versions_manager import AspiredVersionsManager, AspiredVersionsManagerOptions
 from pyserving.manager.basic_manager import BasicManager, BasicManagerOptions, DoneCallback
 from pyserving.manager.harness import HARNESS_TRANSITIONS, HarnessState, LoaderHarness
+from pyserving.manager.lifecycle_log import (
+    LifecycleEvent,
+    LifecycleLog,
+    LifecycleStatistics,
+    ModelLifecycleStatistics,
+)
 from pyserving.manager.policy import (
     Action,
     ActionKind,
@@ -33,6 +41,10 @@ __all__ = [
     "HarnessState",
     "HARNESS_TRANSITIONS",
     "LoaderHarness",
+    "LifecycleEvent",
+    "LifecycleLog",
+    "LifecycleStatistics",
+    "ModelLifecycleStatistics",
     "Action",
     "ActionKind",
     "AspiredVersionInfo",

@@ -15,6 +15,17 @@ models it does not touch keep serving) and blocks only until the *new* models se
 base-path rule); :meth:`stop` unloads everything. ``start``,
 ``reload_config`` and ``stop`` are serialised by one lock; request methods never take it.
 
+Observability: :attr:`lifecycle` (a :class:`LifecycleLog`) writes one line per version
+state change and counts loads, failures, unloads and swaps; :attr:`readiness` (a
+:class:`Readiness`) says whether every configured model has an AVAILABLE version, for
+the health endpoints; every change of readiness is logged. Both are attached before
+anything is published, so they see every event.
+
+Memory budget: ``total_model_memory_limit_bytes`` becomes the manager's
+:class:`ResourceTracker`. A version whose estimate does not fit in what is free ends in
+END with RESOURCE_EXHAUSTED naming it, its estimate and what is free; the versions that
+serve keep serving.
+
 Version labels are applied after the models they name have settled, so a label may point
 at a version that is loading at startup (TF Serving rejects that unless
 ``--allow_version_labels_for_unavailable_models``; see README "Differences").
@@ -30,13 +41,14 @@ from typing import Any, Mapping, Sequence
 
 from pyserving.loaders.loader import Loader
 from pyserving.loaders.platform import get_platform
-from pyserving.manager import AspiredVersionsManager, AspiredVersionsManagerOptions, ResourceTracker
 from pyserving.loaders.loader import Resources
+from pyserving.manager import AspiredVersionsManager, AspiredVersionsManagerOptions, LifecycleLog, ResourceTracker
 from pyserving.servable.data import ServableData
 from pyserving.servable.errors import (
     DeadlineExceededError,
     NotFoundError,
     ServingError,
+    UnavailableError,
     UnknownError,
 )
 from pyserving.servable.handle import ServableHandle
@@ -46,6 +58,7 @@ from pyserving.sources.file_system_source import FileSystemSource, WatchedServab
 from pyserving.sources.source import UnarySourceAdapter, connect
 from pyserving.sources.storage_path import StoragePath
 from pyserving.server.model_config import ModelEntry
+from pyserving.server.readiness import Readiness, ReadinessStatus
 
 __all__ = ["ServerCore", "ServerCoreOptions", "ModelEntry"]
 
@@ -65,7 +78,7 @@ class ServerCoreOptions:
     #: platform name -> the platform's options (e.g. {"tensorflow": {"saved_model_tags": ["serve"]}})
     platform_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     allow_version_labels_for_unavailable_models: bool = False
-    #: total main memory models may use, in bytes; None = no budget
+    #: total main memory models may use, in bytes (their estimates); None = no budget
     total_model_memory_limit_bytes: int | None = None
     #: how long start()/reload_config() wait for new models; None = no limit (TF Serving's)
     load_wait_timeout_s: float | None = None
@@ -106,6 +119,12 @@ class ServerCore:
                 resource_tracker=tracker,
             )
         )
+        #: One readable line per state change, and load / unload / swap counters.
+        self.lifecycle = LifecycleLog(self.manager.event_bus)
+        #: Whether every configured model has an AVAILABLE version (after the manager: its
+        #: monitor must record each event before readiness reads it).
+        self.readiness = Readiness(self.manager.monitor, self.manager.event_bus)
+        self.readiness.add_listener(_ReadinessLogger())
         self._router = _PlatformRouter(o.platform_options)
         self._source = FileSystemSource(
             [],
@@ -153,6 +172,8 @@ class ServerCore:
         with self._lock:
             if not self._started:
                 raise UnknownError("ServerCore.reload_config called before start()")
+            if self._stopped:
+                raise UnavailableError("Cannot reload the model config: the server is shutting down")
             old_names = {m.name for m in self._models}
             self._install(models)
             new_names = [m.name for m in models if m.name not in old_names]
@@ -173,6 +194,7 @@ class ServerCore:
                 )
             )
         self._source.update_config(watched)
+        self.readiness.set_models(m.name for m in models)
 
     def _await_and_label(self, models: Sequence[ModelEntry], wait_for: Sequence[str], initial: bool) -> None:
         noun = "servable(s)" if initial else "model(s)"
@@ -236,14 +258,34 @@ class ServerCore:
             raise UnknownError(f"Labelled versions did not become available in time: {exc.message}") from exc
 
     def stop(self) -> None:
-        """Stop watching, unload every version, join threads. Idempotent."""
+        """Not ready from now on; stop watching, unload every version, join threads. Idempotent.
+
+        Blocks until every request holding a handle has released it."""
+        self.readiness.begin_shutdown()
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
             self._source.stop()
             self.manager.stop()
+        self.readiness.close()
 
     def source_errors(self) -> Mapping[str, ServingError]:
         """Per model, the last error reading its base path (empty when all are fine)."""
         return self._source.servable_errors()
+
+
+class _ReadinessLogger:
+    """Logs each change of readiness once the server was ready (startup is logged elsewhere).
+    Called in order under the readiness notify lock, so ``_was_ready`` needs no lock."""
+
+    def __init__(self) -> None:
+        self._was_ready = False
+
+    def __call__(self, status: ReadinessStatus) -> None:
+        if status.ready:
+            _log.info("The server is ready: every model has an AVAILABLE version")
+        elif self._was_ready:
+            level = logging.INFO if status.shutting_down else logging.WARNING
+            _log.log(level, "The server is not ready: %s", status.reason)
+        self._was_ready = status.ready

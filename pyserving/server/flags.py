@@ -1,7 +1,9 @@
 """Command-line flags of ``pyserving-model-server``: TF Serving's ``tensorflow_model_server`` flags.
 
 :data:`FLAGS` lists every flag of TF Serving's ``main.cc`` with its type, TF Serving's
-default and its status here (:class:`FlagStatus`):
+default and its status here (:class:`FlagStatus`), followed by pyserving's own extension
+flags (``FlagSpec.extension``; TF Serving has no such flag, so a TF Serving command line
+never sets them):
 
 * ``IMPLEMENTED``: parsed, validated and honoured.
 * ``LATER``: accepted only at its default value; any other value makes parsing fail with
@@ -101,6 +103,8 @@ class FlagSpec:
     int_bits: int = 32
     default_text: str = ""
     field: str = ""
+    #: a pyserving flag that TF Serving does not have
+    extension: bool = False
 
     @property
     def option(self) -> str:
@@ -199,6 +203,15 @@ FLAGS: tuple[FlagSpec, ...] = (
     _f("thread_pool_factory_config_file", str, "", _NA, "Text-format ThreadPoolConfig."),
     _f("mixed_precision", str, "", _NA, "Mixed-precision mode, e.g. bfloat16."),
     _f("skip_initialize_tpu", bool, False, _NA, "Skip initializing the TPU system."),
+    # pyserving extensions (TF Serving has no such flags)
+    _f("shutdown_grace_seconds", float, 5.0, _I,
+       "On SIGTERM/SIGINT: seconds requests in flight get to finish once the server stopped accepting "
+       "new ones (then they are cancelled and the models unloaded); >= 0.",
+       extension=True),
+    _f("total_model_memory_limit_bytes", int, 0, _I,
+       "Total estimated RAM of the loaded versions (TF Serving's ServerCore option of this name); a "
+       "version that does not fit ends with RESOURCE_EXHAUSTED, the served versions keep serving; 0: no limit.",
+       int_bits=64, extension=True),
     # actions
     _f("version", bool, False, _I, "Print the versions and exit.", field="show_version"),
     _f("help", bool, False, _I, "Print this text and exit.", field="show_help"),
@@ -262,6 +275,8 @@ class ModelServerOptions:
     thread_pool_factory_config_file: str = ""
     mixed_precision: str = ""
     skip_initialize_tpu: bool = False
+    shutdown_grace_seconds: float = 5.0  # pyserving extension
+    total_model_memory_limit_bytes: int = 0  # pyserving extension; 0: no limit
     show_version: bool = False  # --version: print version_text() and exit 0
     show_help: bool = False  # --help: print usage() and exit 0
     #: Names of the flags given on the command line (without ``--``).
@@ -415,6 +430,12 @@ def _validate(opts: ModelServerOptions) -> None:
         value = getattr(opts, name)
         if value < lowest:
             raise FlagError(f"--{name} must be >= {lowest}, got {value}")
+    if opts.shutdown_grace_seconds < 0:
+        raise FlagError(f"--shutdown_grace_seconds must be >= 0, got {_show(opts.shutdown_grace_seconds)}")
+    if opts.total_model_memory_limit_bytes < 0:
+        raise FlagError(
+            f"--total_model_memory_limit_bytes must be >= 0 (0 = no limit), got {opts.total_model_memory_limit_bytes}"
+        )
 
 
 def parse_model_server_args(argv: Sequence[str]) -> ModelServerOptions:
@@ -461,9 +482,10 @@ def usage(program: str = "pyserving-model-server") -> str:
     lines = [
         f"usage: {program} --model_base_path=PATH | --model_config_file=FILE [--flag=value ...]",
         "",
-        "TensorFlow Serving's tensorflow_model_server flags. Status: 'implemented'; 'later: <feature>'",
-        "(only the default is accepted until the feature lands); 'not applicable' (accepted, ignored",
-        "with a warning). Values: --name=value or --name value; booleans --name or --name=true|false.",
+        "TensorFlow Serving's tensorflow_model_server flags, then pyserving's own ('pyserving extension').",
+        "Status: 'implemented'; 'later: <feature>' (only the default is accepted until the feature",
+        "lands); 'not applicable' (accepted, ignored with a warning). Values: --name=value or",
+        "--name value; booleans --name or --name=true|false.",
         "",
     ]
     for spec in FLAGS:
@@ -473,6 +495,8 @@ def usage(program: str = "pyserving-model-server") -> str:
         else:
             default = repr(spec.default) if spec.type is str else _show(spec.default)
         status = f"later: {spec.feature}" if spec.status is _L else spec.status.value
+        if spec.extension:
+            status += ", pyserving extension"
         lines.append(f"  --{spec.name}  ({kind}, default: {default}; {status})")
         note = spec.help
         if spec.tf_default != spec.default and not spec.default_text:

@@ -8,11 +8,15 @@ Wire compatibility: the services are registered with the generated
 re-generated), so the official stubs talk to this server unchanged. Importing this
 module loads neither TensorFlow nor its protos; :func:`start_grpc_server` imports them.
 
-Health: ``grpc.health.v1.Health`` answers SERVING for "", ``tensorflow.serving.PredictionService``
-and ``tensorflow.serving.ModelService``. TF Serving registers it only with
+Health: ``grpc.health.v1.Health`` answers for "", ``tensorflow.serving.PredictionService``
+and ``tensorflow.serving.ModelService``: SERVING while the server is ready (given a
+:class:`~pyserving.server.readiness.Readiness`: every configured model has an AVAILABLE
+version and the server is not shutting down), NOT_SERVING otherwise; without one, always
+SERVING. ``Watch`` streams get every change. TF Serving registers the service only with
 ``--enable_grpc_healthcheck_service``; we always register it (a deliberate, harmless
 extension: a client that never calls it sees no difference). On :meth:`GrpcServerHandle.stop`
-every service turns NOT_SERVING first.
+every service turns NOT_SERVING first, then open ``Watch`` streams are finished (they
+would otherwise hold the shutdown for the whole grace period).
 
 Threading: RPCs run on a ``ThreadPoolExecutor`` of ``max_threads`` workers (TF Serving's
 ``--grpc_max_threads``); the servicers keep no per-request state and are safe to call
@@ -29,15 +33,17 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import grpc
 
 from pyserving.servable.errors import InvalidArgumentError, UnavailableError
 from pyserving.server.data_plane import DataPlane
 from pyserving.server.grpc_servicers import ModelServiceServicer, PredictionServiceServicer, ReloadConfig
+from pyserving.server.readiness import Readiness, ReadinessStatus
 
 __all__ = [
     "GrpcServerOptions",
@@ -122,19 +128,24 @@ class GrpcServerHandle:
         health_servicer: Any,
         port: int | None,
         addresses: Sequence[str],
+        readiness_subscription: Any = None,
     ) -> None:
         self._server = server
         self._executor = executor
         self._health = health_servicer
+        self._readiness_subscription = readiness_subscription
         self.port = port
         self.addresses = tuple(addresses)
 
     def stop(self, grace_s: float | None = 5.0) -> None:
-        """Health turns NOT_SERVING; new RPCs are refused; RPCs in flight get ``grace_s``
-        seconds (None = wait for them all) before they are cancelled. Returns once every
-        worker thread has finished (a handler inside a model call finishes that call).
-        Safe to call more than once."""
+        """Health turns NOT_SERVING and health ``Watch`` streams end; new RPCs are refused;
+        RPCs in flight get ``grace_s`` seconds (None = wait for them all) before they are
+        cancelled. Returns once every worker thread has finished (a handler inside a model
+        call finishes that call). Safe to call more than once."""
+        if self._readiness_subscription is not None:
+            self._readiness_subscription.cancel()
         self._health.enter_graceful_shutdown()
+        self._health.finish_watches()
         self._server.stop(grace_s).wait()
         self._executor.shutdown(wait=True)
 
@@ -150,10 +161,16 @@ class GrpcServerHandle:
 
 
 def start_grpc_server(
-    data_plane: DataPlane, reload_config: ReloadConfig, options: GrpcServerOptions | None = None
+    data_plane: DataPlane,
+    reload_config: ReloadConfig,
+    options: GrpcServerOptions | None = None,
+    readiness: Readiness | None = None,
 ) -> GrpcServerHandle:
-    """Bind, register the services and start serving; raise UNAVAILABLE if a bind fails."""
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    """Bind, register the services and start serving; raise UNAVAILABLE if a bind fails.
+
+    ``readiness``: health follows it (SERVING only while ready); None = always SERVING.
+    """
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
     options = options or GrpcServerOptions()
@@ -163,9 +180,18 @@ def start_grpc_server(
     server = grpc.server(executor, options=options.server_arguments())
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(model, server)
-    health_servicer = health.HealthServicer()
-    for service in HEALTH_SERVICES:
-        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer = _health_servicer()
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+    def follow(status: ReadinessStatus) -> None:
+        for service in HEALTH_SERVICES:
+            health_servicer.set(service, serving if status.ready else not_serving)
+
+    subscription = None
+    if readiness is None:
+        follow(ReadinessStatus(True))
+    else:
+        subscription = readiness.add_listener(follow)  # calls follow() with the status now
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
     addresses: list[str] = []
@@ -182,11 +208,64 @@ def start_grpc_server(
             addresses.append(address)
         server.start()
     except BaseException:
+        if subscription is not None:
+            subscription.cancel()
         server.stop(0)
         executor.shutdown(wait=False)
         raise
     _log.info("Running gRPC ModelServer at %s ...", ", ".join(addresses))
-    return GrpcServerHandle(server, executor, health_servicer, port, addresses)
+    return GrpcServerHandle(server, executor, health_servicer, port, addresses, subscription)
+
+
+class _OnceFinished:
+    """Wraps one ``Watch`` stream's send callback: after the first ``None`` (which finishes
+    the stream) every later call is dropped. ``_lock`` serializes the calls, so a status is
+    never followed by a message or a second status."""
+
+    def __init__(self, send: Callable[[Any], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()  # guards _finished; held while gRPC queues the message
+        self._finished = False
+
+    def __call__(self, response: Any) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = response is None
+            self._send(response)
+
+
+def _health_servicer() -> Any:
+    """grpcio's reference HealthServicer, plus :meth:`finish_watches` (see the module doc)."""
+    from grpc_health.v1 import health
+
+    class HealthServicer(health.HealthServicer):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self._watches_lock = threading.Lock()  # guards _watches
+            self._watches: set[_OnceFinished] = set()
+
+        def Watch(self, request: Any, context: Any, send_response_callback: Any = None) -> Any:
+            if send_response_callback is None:  # a server without non-blocking streams
+                return super().Watch(request, context)
+            once = _OnceFinished(send_response_callback)
+            with self._watches_lock:
+                self._watches.add(once)
+            context.add_callback(lambda: self._forget(once))
+            return super().Watch(request, context, once)
+
+        def _forget(self, once: _OnceFinished) -> None:
+            with self._watches_lock:
+                self._watches.discard(once)
+
+        def finish_watches(self) -> None:
+            """End every open ``Watch`` stream with OK (after the status it was last sent)."""
+            with self._watches_lock:
+                watches, self._watches = self._watches, set()
+            for once in watches:
+                once(None)
+
+    return HealthServicer()
 
 
 def _bind(server: grpc.Server, address: str) -> int:

@@ -2,7 +2,15 @@
 
 Exit status: 0 after a clean shutdown (SIGTERM / SIGINT) or ``--help`` / ``--version``;
 1 when a flag is unknown or bad, when no model source is given, or when a model cannot
-be loaded at startup ("Failed to start server. Error: ..."), as TF Serving does.
+be loaded at startup ("Failed to start server. Error: ..."), as TF Serving does;
+128 + the signal's number (143 for SIGTERM, 130 for SIGINT) when a second SIGTERM or
+SIGINT arrives while the graceful shutdown is still running (the process exits at once,
+without waiting for requests or unloading models).
+
+Shutdown (:func:`run_until_signalled`): the first SIGTERM or SIGINT starts
+:meth:`ModelServer.stop` on a separate thread: not ready first (health NOT_SERVING,
+``/v1/health/ready`` 503), then no new connections or RPCs, requests in flight get
+``--shutdown_grace_seconds`` (default 5) to finish, then every model is unloaded.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from pyserving.server.model_config import (
 )
 from pyserving.server.model_server import ModelServer, ModelServerSettings
 
-__all__ = ["main", "settings_from_flags", "models_from_flags", "run_until_signalled"]
+__all__ = ["main", "settings_from_flags", "models_from_flags", "run_until_signalled", "exit_status_for_second_signal"]
 
 _log = logging.getLogger("pyserving.server")
 
@@ -52,6 +60,7 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
         load_retry_interval_s=o.load_retry_interval_micros / 1e6,
         platform_options=platform_options,
         allow_version_labels_for_unavailable_models=o.allow_version_labels_for_unavailable_models,
+        total_model_memory_limit_bytes=o.total_model_memory_limit_bytes or None,  # 0: no budget
     )
     host = os.environ.get("PYSERVING_HOST", "0.0.0.0")
     return ModelServerSettings(
@@ -68,6 +77,7 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
         model_config_file=o.model_config_file,
         config_poll_s=float(o.model_config_file_poll_wait_seconds),
         tensor_content_outputs=o.enable_serialization_as_tensor_content,
+        shutdown_grace_s=o.shutdown_grace_seconds,
         core=core,
     )
 
@@ -78,11 +88,32 @@ def models_from_flags(o: ModelServerOptions) -> list[ModelEntry]:
     return models_from_config(config_from_flags(o.model_name, o.model_base_path))
 
 
+def exit_status_for_second_signal(signum: int) -> int:
+    """What the process exits with when a second SIGTERM/SIGINT cuts the shutdown short."""
+    return 128 + signum
+
+
 def run_until_signalled(server: ModelServer) -> None:
-    """Run ``server`` until SIGTERM or SIGINT, then shut it down gracefully."""
+    """Run ``server`` until SIGTERM or SIGINT, then shut it down gracefully; return after.
+
+    Call it on the main thread (signal handlers can only be installed there). A second
+    SIGTERM or SIGINT during the shutdown ends the process at once with
+    :func:`exit_status_for_second_signal` (``os._exit``: no cleanup runs).
+    """
+    shutting_down = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        _log.info("Received %s: shutting down gracefully", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if shutting_down.is_set():
+            status = exit_status_for_second_signal(signum)
+            # os.write, not logging: the handler may have interrupted a logging call.
+            os.write(2, f"Received {name} again while shutting down: exiting now with status {status}\n".encode())
+            os._exit(status)
+        shutting_down.set()
+        _log.info(
+            "Received %s: shutting down gracefully (up to %g s for requests in flight); send it again to exit at once",
+            name, server.settings.shutdown_grace_s,
+        )
         threading.Thread(target=server.stop, name="pyserving-shutdown", daemon=True).start()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

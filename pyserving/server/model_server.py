@@ -8,8 +8,21 @@ Life cycle::
     server = ModelServer(options, models)   # nothing runs yet
     server.start()      # loads the models (blocks until each settled), then opens the ports
     server.wait()       # until stop() or a signal handler calls stop()
-    server.stop()       # graceful: ports stop accepting, in-flight requests finish
-                        # (up to grace_s), then every model is unloaded
+    server.stop()       # graceful, see below
+
+Graceful shutdown (:meth:`stop`), in this order:
+
+1. not ready: gRPC health turns NOT_SERVING (open ``Watch`` streams get it, then end) and
+   ``GET /v1/health/ready`` answers 503 "shutting down";
+2. both front ends stop accepting connections and RPCs, in parallel, and the requests in
+   flight get ``shutdown_grace_s`` seconds to finish (then they are cancelled; a model call
+   that is running cannot be interrupted and is waited for);
+3. every model is unloaded (each once its last request released it), then :meth:`wait`
+   returns.
+
+Readiness (``core.readiness``) and the life-cycle log and counters (``core.lifecycle``)
+are the core's; see :mod:`pyserving.server.readiness` and
+:mod:`pyserving.manager.lifecycle_log`.
 
 Failure: ``start`` raises :class:`ServingError` when a model cannot be loaded at startup or
 a port cannot be bound; everything it had started is stopped again first. Ports open only
@@ -21,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -52,7 +66,8 @@ class ModelServerSettings:
     model_config_file: str = ""
     config_poll_s: float = 0.0
     tensor_content_outputs: bool = False
-    shutdown_grace_s: float = 10.0
+    #: seconds requests in flight get to finish once shutdown began (``--shutdown_grace_seconds``)
+    shutdown_grace_s: float = 5.0
     core: ServerCoreOptions = field(default_factory=ServerCoreOptions)
 
 
@@ -65,6 +80,7 @@ class ModelServer:
         self._grpc: Any = None
         self._rest: Any = None
         self._stopped = threading.Event()
+        self._stopping = threading.Event()  # set when stop() begins; ends the config poll
         self._stop_lock = threading.Lock()  # makes stop() run once
         self._stop_started = False
         self._poller: threading.Thread | None = None
@@ -92,7 +108,8 @@ class ModelServer:
                 self._grpc = start_grpc_server(
                     self.data_plane,
                     self.reload_config_proto,
-                    GrpcServerOptions(
+                    readiness=self.core.readiness,
+                    options=GrpcServerOptions(
                         host=s.grpc_host,
                         port=s.grpc_port or None,
                         socket_path=s.grpc_socket_path,
@@ -104,7 +121,8 @@ class ModelServer:
             if s.rest_port:
                 self._rest = start_rest_server(
                     self.data_plane,
-                    RestServerOptions(
+                    readiness=self.core.readiness,
+                    options=RestServerOptions(
                         host=s.rest_host,
                         port=s.rest_port,
                         num_threads=s.rest_num_threads,
@@ -123,20 +141,44 @@ class ModelServer:
         """Block until the server stopped; True if it did within ``timeout_s``."""
         return self._stopped.wait(timeout_s)
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` began."""
+        return self._stopping.is_set()
+
     def stop(self) -> None:
-        """Graceful shutdown; idempotent and safe from a signal handler's thread."""
+        """Graceful shutdown (see the module docstring); blocks until it is done.
+
+        Idempotent: a second call returns at once (use :meth:`wait` to wait for the first).
+        Call it from any thread but the signal handler's own (it blocks) or a request's.
+        """
         with self._stop_lock:
             if self._stop_started:
                 return
             self._stop_started = True
+        self._stopping.set()
         grace = self.settings.shutdown_grace_s
+        started = time.monotonic()
         try:
-            if self._rest is not None:
-                self._rest.stop()
-            if self._grpc is not None:
-                self._grpc.stop(grace)
+            self.core.readiness.begin_shutdown()
+            fronts = [(name, handle) for name, handle in (("REST", self._rest), ("gRPC", self._grpc)) if handle]
+            if fronts:
+                _log.info(
+                    "Shutting down: no longer ready, no new requests; requests in flight get up to %g s", grace
+                )
+            stoppers = [
+                threading.Thread(target=_stop_front_end, args=(name, handle, grace), name=f"pyserving-stop-{name}")
+                for name, handle in fronts
+            ]
+            for thread in stoppers:
+                thread.start()
+            for thread in stoppers:
+                thread.join()
+            if fronts:
+                _log.info("Stopped serving requests after %.2f s; unloading the models", time.monotonic() - started)
         finally:
             self.core.stop()
+            _log.info("Shutdown complete after %.2f s", time.monotonic() - started)
             self._stopped.set()
 
     # -- configuration -----------------------------------------------------------------------
@@ -148,7 +190,7 @@ class ModelServer:
 
     def _poll_config(self) -> None:
         path = self.settings.model_config_file
-        while not self._stopped.wait(self.settings.config_poll_s):
+        while not self._stopping.wait(self.settings.config_poll_s):
             try:
                 config = load_model_server_config(path)
                 models = models_from_config(config, self.core.models())
@@ -162,3 +204,10 @@ class ModelServer:
                 _log.info("Reloaded model config from %s: %s", path, ", ".join(m.name for m in models))
             except Exception as exc:  # noqa: BLE001
                 _log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc)
+
+
+def _stop_front_end(name: str, handle: Any, grace_s: float) -> None:
+    try:
+        handle.stop(grace_s)
+    except Exception:  # noqa: BLE001 - the other front end and the unloads must still happen
+        _log.exception("Stopping the %s server failed", name)

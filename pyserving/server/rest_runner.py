@@ -22,6 +22,11 @@ and the executor (shut down by :meth:`RestServerHandle.stop`).
 Failure: a port that cannot be bound, or a server that does not start, raises
 :class:`UnavailableError` and leaves nothing running. An error that ends the server
 later is logged; :attr:`RestServerHandle.running` then reads False.
+
+Request bodies (generic HTTP, used by the application): :func:`read_body` reads an ASGI
+body up to a limit (raising :class:`Disconnected` when the client left), and
+:func:`gunzip_body` decompresses every gzip member, raising :class:`BodyTooLarge` past
+the limit and ``InvalidArgumentError`` for a broken stream.
 """
 
 from __future__ import annotations
@@ -31,13 +36,17 @@ import logging
 import os
 import socket
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from pyserving.servable.errors import InvalidArgumentError, UnavailableError
 
-__all__ = ["RestServerOptions", "RestServerHandle", "serve_in_thread", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = [
+    "RestServerOptions", "RestServerHandle", "serve_in_thread", "DEFAULT_MAX_BODY_BYTES",
+    "BodyTooLarge", "Disconnected", "read_body", "gunzip_body",
+]
 
 _log = logging.getLogger("pyserving.server.rest_server")  # one logger for the whole REST front end
 
@@ -166,3 +175,53 @@ def serve_in_thread(
         raise UnavailableError(f"The REST server could not start on {options.host}:{port}: {reason}")
     _log.info("REST API listening on %s:%d (%s worker threads)", options.host, port, options.num_threads or "no")
     return handle
+
+
+# -- request bodies ----------------------------------------------------------------------------
+
+
+class BodyTooLarge(Exception):
+    """A request body (or its decompressed form) is over the limit."""
+
+
+class Disconnected(Exception):
+    """The client went away before its request body was read."""
+
+
+async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> bytes | None:
+    """The whole ASGI request body, or None once it exceeds ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        if not chunks and not message.get("more_body", False):
+            return chunk  # the usual case: one message, no copy
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def gunzip_body(body: bytes, limit: int) -> bytes:
+    """Every gzip member of ``body``, decompressed; BodyTooLarge past ``limit`` bytes."""
+    out: list[bytes] = []
+    size = 0
+    while body:
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = decoder.decompress(body, limit - size + 1)
+        except zlib.error as exc:
+            raise InvalidArgumentError(f"Failed to decompress the gzip request body: {exc}") from None
+        size += len(chunk)
+        if size > limit or decoder.unconsumed_tail:
+            raise BodyTooLarge
+        if not decoder.eof:
+            raise InvalidArgumentError("Failed to decompress the gzip request body: the gzip stream is truncated")
+        out.append(chunk)
+        body = decoder.unused_data
+    return b"".join(out)

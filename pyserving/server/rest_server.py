@@ -8,6 +8,14 @@ labels ``[^/:]+`` and percent-decoded; the query string is part of the matched p
     GET  /v1/models/{name}[/versions/{v} | /labels/{l}]/metadata     -> model metadata
     POST /v1/models/{name}[/versions/{v} | /labels/{l}]:predict|classify|regress
 
+pyserving's extensions (TF Serving answers 400 "Malformed request" for them), answered on
+the event loop, so a probe is never queued behind busy model calls::
+
+    GET  /v1/health/live    -> 200 {"status": "live"} while the server serves
+    GET  /v1/health/ready   -> 200 {"status": "ready"}, or
+                               503 {"status": "not ready", "reason": "..."} (models without an
+                               AVAILABLE version, or "shutting down"; see ``readiness``)
+
 ``GET /v1/models`` is 400 "Missing model name in request."; any other ``/v1/...`` path or
 method is 400 "Malformed request: <METHOD> <path>" (the verb and ``metadata`` compare
 case-sensitively, so ``:Predict`` is malformed and ``/METADATA`` is a status request); a
@@ -37,8 +45,9 @@ background, its answer dropped.
 Failure: no input crashes the server. A ServingError becomes its HTTP status; anything
 else is logged with its traceback and answered 500 with its type and message.
 
-Sockets and the server thread: ``rest_runner`` (``handle.port`` is the real port, also
-for port 0; TCP_NODELAY is set, so small answers never wait for Nagle + delayed ACK).
+Sockets, the server thread, and reading / gunzipping bodies: ``rest_runner`` (``handle.port``
+is the real port, also for port 0; TCP_NODELAY is set, so small answers never wait for
+Nagle + delayed ACK).
 No gRPC, no TensorFlow here.
 """
 
@@ -47,7 +56,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
@@ -58,7 +66,17 @@ import orjson
 from pyserving.servable.errors import DeadlineExceededError, InvalidArgumentError, ServingError, UnavailableError
 from pyserving.server import rest_json
 from pyserving.server.data_plane import DataPlane, ModelSpec
-from pyserving.server.rest_runner import DEFAULT_MAX_BODY_BYTES, RestServerHandle, RestServerOptions, serve_in_thread
+from pyserving.server.readiness import Readiness
+from pyserving.server.rest_runner import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodyTooLarge,
+    Disconnected,
+    RestServerHandle,
+    RestServerOptions,
+    gunzip_body,
+    read_body,
+    serve_in_thread,
+)
 from pyserving.server.status import http_status, to_serving_error
 
 __all__ = [
@@ -117,10 +135,6 @@ def route(method: str, target: bytes) -> tuple[int, ModelSpec]:
 _Reply = tuple[int, bytes]
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 def _too_large(limit: int, size: int | None = None) -> _Reply:
     what = "Request body" if size is None else f"Request body of {size} bytes"
     return 413, rest_json.encode_error(f"{what} is larger than the limit of {limit} bytes (max_body_bytes)")
@@ -128,26 +142,6 @@ def _too_large(limit: int, size: int | None = None) -> _Reply:
 
 def _error_reply(error: ServingError) -> _Reply:
     return http_status(error.code), rest_json.encode_error(error.message)
-
-
-def _gunzip(body: bytes, limit: int) -> bytes:
-    """Every gzip member of ``body``, decompressed; _BodyTooLarge past ``limit`` bytes."""
-    out: list[bytes] = []
-    size = 0
-    while body:
-        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            chunk = decoder.decompress(body, limit - size + 1)
-        except zlib.error as exc:
-            raise InvalidArgumentError(f"Failed to decompress the gzip request body: {exc}") from None
-        size += len(chunk)
-        if size > limit or decoder.unconsumed_tail:
-            raise _BodyTooLarge
-        if not decoder.eof:
-            raise InvalidArgumentError("Failed to decompress the gzip request body: the gzip stream is truncated")
-        out.append(chunk)
-        body = decoder.unused_data
-    return b"".join(out)
 
 
 class _PredictDecoder:
@@ -189,8 +183,8 @@ class _Worker:
 
     def __call__(self, kind: int, spec: ModelSpec, body: bytes, gzipped: bool) -> _Reply:
         try:
-            return 200, self._run[kind](spec, _gunzip(body, self._limit) if gzipped else body)
-        except _BodyTooLarge:
+            return 200, self._run[kind](spec, gunzip_body(body, self._limit) if gzipped else body)
+        except BodyTooLarge:
             return _too_large(self._limit)
         except ServingError as exc:
             return _error_reply(exc)
@@ -247,20 +241,27 @@ _CORS_HEADERS = [
 _CORS_ORIGIN_RE = re.compile(rb"https?://")
 _JSON = b"application/json"
 _NOT_FOUND = b"<html><title>404 Not Found</title><body><h1>Not Found</h1></body></html>"
+_LIVE_PATH, _READY_PATH = b"/v1/health/live", b"/v1/health/ready"
+_LIVE = orjson.dumps({"status": "live"})
+_READY = orjson.dumps({"status": "ready"})
 _PREFLIGHT_OK = (0, b"")
 _Send = Callable[[dict[str, Any]], Awaitable[None]]
 _Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
-class _Disconnected(Exception):
-    pass
-
-
 class RestApplication:
-    """The ASGI 3 application; runs on one event loop. Jobs go to ``executor`` (None: inline)."""
+    """The ASGI 3 application; runs on one event loop. Jobs go to ``executor`` (None: inline).
+    ``readiness`` answers ``/v1/health/ready`` (None: always ready)."""
 
-    def __init__(self, data_plane: DataPlane, options: RestServerOptions, executor: ThreadPoolExecutor | None) -> None:
+    def __init__(
+        self,
+        data_plane: DataPlane,
+        options: RestServerOptions,
+        executor: ThreadPoolExecutor | None,
+        readiness: Readiness | None = None,
+    ) -> None:
         self._work = _Worker(data_plane, options.max_body_bytes)
+        self._readiness = readiness
         self._executor = executor
         self._timeout_s = options.timeout_ms / 1000.0
         self._limit = options.max_body_bytes
@@ -276,9 +277,13 @@ class RestApplication:
             target += b"?" + scope["query_string"]
         if target[:4].lower() != b"/v1/":
             return await self._send(send, 404, _NOT_FOUND, b"text/html")
+        if method == "GET" and target[:11].lower() == b"/v1/health/":
+            health = self._health(target.lower())
+            if health is not None:
+                return await self._send(send, *health, _JSON)
         try:
             status, payload = await self._answer(method, target, scope["headers"], receive)
-        except _Disconnected:
+        except Disconnected:
             return None
         except Exception as exc:  # a bug in this module: still one JSON answer
             _log.exception("REST request %s %r failed unexpectedly; answering 500", method, target)
@@ -286,6 +291,16 @@ class RestApplication:
         if status == 0:
             return await self._send(send, 200, b"", None)  # accepted CORS preflight
         return await self._send(send, status, payload, _JSON)
+
+    def _health(self, path: bytes) -> _Reply | None:
+        if path == _LIVE_PATH:
+            return 200, _LIVE
+        if path != _READY_PATH:
+            return None
+        status = self._readiness.status() if self._readiness is not None else None
+        if status is None or status.ready:
+            return 200, _READY
+        return 503, orjson.dumps({"status": "not ready", "reason": status.reason})
 
     async def _answer(
         self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], receive: _Receive
@@ -308,7 +323,7 @@ class RestApplication:
         if kind < _STATUS:
             if declared is not None and declared > self._limit:
                 return _too_large(self._limit, declared)
-            body = await _read_body(receive, self._limit)
+            body = await read_body(receive, self._limit)
             if body is None:
                 return _too_large(self._limit)
         if self._executor is None:
@@ -331,25 +346,6 @@ class RestApplication:
             headers.append((b"content-type", content_type))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-
-
-async def _read_body(receive: _Receive, limit: int) -> bytes | None:
-    """The whole request body, or None once it exceeds ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        if not chunks and not message.get("more_body", False):
-            return chunk  # the usual case: one message, no copy
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _notify(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[_Reply], done: Future[_Reply]) -> None:
@@ -382,10 +378,13 @@ def _expire(waiter: asyncio.Future[_Reply], job: Future[_Reply], timeout_s: floa
 # -- starting ------------------------------------------------------------------------------------
 
 
-def start_rest_server(data_plane: DataPlane, options: RestServerOptions | None = None) -> RestServerHandle:
+def start_rest_server(
+    data_plane: DataPlane, options: RestServerOptions | None = None, readiness: Readiness | None = None
+) -> RestServerHandle:
     """Bind, start the server thread, and return once it accepts connections.
 
-    Raises UnavailableError when the port cannot be bound or the server does not start.
+    ``readiness`` answers ``GET /v1/health/ready`` (None: always ready). Raises
+    UnavailableError when the port cannot be bound or the server does not start.
     """
     options = options or RestServerOptions()
-    return serve_in_thread(options, lambda executor: RestApplication(data_plane, options, executor))
+    return serve_in_thread(options, lambda executor: RestApplication(data_plane, options, executor, readiness))

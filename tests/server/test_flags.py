@@ -80,6 +80,12 @@ TF_SERVING_FLAGS = {
     "enable_serialization_as_tensor_content": False,
 }
 
+#: pyserving's own flags (TF Serving has none of these), with their defaults.
+EXTENSION_FLAGS = {
+    "shutdown_grace_seconds": 5.0,
+    "total_model_memory_limit_bytes": 0,
+}
+
 #: Implemented flags: (raw value, parsed field value).
 IMPLEMENTED_SAMPLES = {
     "port": ("9000", 9000),
@@ -102,6 +108,8 @@ IMPLEMENTED_SAMPLES = {
     "tensorflow_session_parallelism": ("4", 4),
     "tensorflow_intra_op_parallelism": ("2", 2),
     "tensorflow_inter_op_parallelism": ("6", 6),
+    "shutdown_grace_seconds": ("0.5", 0.5),
+    "total_model_memory_limit_bytes": ("9000000000", 9_000_000_000),
 }
 BOOL_IMPLEMENTED = [
     "rest_api_enable_cors_support",
@@ -138,13 +146,27 @@ def error_of(argv: list[str]) -> str:
 
 def test_table_lists_every_tf_serving_flag_with_its_default() -> None:
     names = {s.name for s in FLAGS}
-    assert names == set(TF_SERVING_FLAGS) | {"help"}
+    assert names == set(TF_SERVING_FLAGS) | set(EXTENSION_FLAGS) | {"help"}
     assert len(names) == len(FLAGS)
     cpus = flags._CPUS
     for name, tf_default in TF_SERVING_FLAGS.items():
         expected = 4 * cpus if tf_default is CPUS_X4 else cpus if tf_default is CPUS else tf_default
         assert spec(name).tf_default == expected, name
         assert type(spec(name).tf_default) is spec(name).type, name
+        assert not spec(name).extension, name
+
+
+def test_extension_flags_are_marked_implemented_and_validated() -> None:
+    assert {s.name for s in FLAGS if s.extension} == set(EXTENSION_FLAGS)
+    for name, default in EXTENSION_FLAGS.items():
+        assert spec(name).status is FlagStatus.IMPLEMENTED and spec(name).default == default, name
+        assert f"--{name}  (" in usage() and "implemented, pyserving extension)" in usage()
+    assert spec("total_model_memory_limit_bytes").int_bits == 64
+    assert error_of(BASE + ["--shutdown_grace_seconds=-0.5"]) == "--shutdown_grace_seconds must be >= 0, got -0.5"
+    assert error_of(BASE + ["--total_model_memory_limit_bytes=-1"]) == (
+        "--total_model_memory_limit_bytes must be >= 0 (0 = no limit), got -1")
+    assert "expected a finite number" in error_of(BASE + ["--shutdown_grace_seconds=nan"])
+    assert parse_model_server_args(BASE + ["--shutdown_grace_seconds=0"]).shutdown_grace_seconds == 0.0
 
 
 def test_only_rest_api_port_default_differs_from_tf_serving() -> None:

@@ -19,15 +19,16 @@ import pytest
 from pyserving.servable.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
-    NotFoundError,
     UnavailableError,
     UnknownError,
 )
-from pyserving.servable.handle import ServableHandle
-from pyserving.servable.ids import RequestKind, ServableId, ServableRequest
+from pyserving.manager.state_monitor import ServableStateMonitor
+from pyserving.servable.event_bus import EventBus
+from pyserving.servable.ids import ServableId
 from pyserving.servable.signature import CLASSIFY_METHOD, REGRESS_METHOD, DType, SignatureSpec, TensorSpec
 from pyserving.servable.state import ManagerState, ServableState
 from pyserving.server.data_plane import DataPlane
+from pyserving.server.readiness import Readiness
 from pyserving.server.grpc_server import (
     HEALTH_SERVICES,
     GrpcServerHandle,
@@ -35,6 +36,7 @@ from pyserving.server.grpc_server import (
     PredictionServiceServicer,
     start_grpc_server,
 )
+from pyserving.testing import HalfPlusTwoServable, StaticServingCore
 
 pytestmark = pytest.mark.slow  # imports TensorFlow's protos and starts servers
 
@@ -59,8 +61,8 @@ _INVALID = grpc.StatusCode.INVALID_ARGUMENT
 # -- the fake model and core -----------------------------------------------------------
 
 _VEC = (None,)
+#: This module's signatures, on top of HalfPlusTwoServable's serving_default, classify_x_to_y, ...
 _SIGNATURES = {
-    "serving_default": SignatureSpec({"x": TensorSpec(DType.FLOAT, _VEC)}, {"y": TensorSpec(DType.FLOAT, _VEC)}),
     "greet": SignatureSpec({"name": TensorSpec(DType.STRING, _VEC)}, {"greeting": TensorSpec(DType.STRING, _VEC)}),
     "two_outputs": SignatureSpec(
         {"x": TensorSpec(DType.FLOAT, _VEC)},
@@ -90,45 +92,26 @@ _SIGNATURES = {
 }
 
 
-def _feature(example: Any, name: str, default: float = 0.0) -> float:
-    feature = example.features.feature.get(name)
-    return feature.float_list.value[0] if feature is not None and feature.float_list.value else default
-
-
-class HalfPlusTwo:
-    """y = 0.5 * x + 2, plus string, two-output, failing, classify and regress signatures."""
+class HalfPlusTwo(HalfPlusTwoServable):
+    """y = 0.5 * x + 2, plus string, two-output, failing, classify (p = x / 10, labels neg/pos)
+    and regress (x + bias) signatures."""
 
     def __init__(self) -> None:
-        self.calls: list[str] = []
-        self._lock = threading.Lock()  # guards calls
+        super().__init__(extra_signatures=_SIGNATURES)
 
-    @property
-    def signatures(self) -> Mapping[str, SignatureSpec]:
-        return _SIGNATURES
-
-    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> dict:
-        with self._lock:
-            self.calls.append(signature_name)
+    def compute(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if signature_name == "boom":
             raise RuntimeError("kaput")
         if signature_name == "greet":
             return {"greeting": np.array([b"hello " + n for n in inputs["name"]], dtype=object)}
-        x = inputs["x"]
         if signature_name == "two_outputs":
-            outputs = {"double": x * 2, "square": x * x}
-            return {k: v for k, v in outputs.items() if not output_filter or k in output_filter}
-        return {"y": (0.5 * x + 2).astype(np.float32)}
-
-    def _parse(self, serialized: Sequence[bytes]) -> list[Any]:
-        examples = []
-        for record in serialized:
-            example = example_pb2.Example()
-            example.ParseFromString(record)
-            examples.append(example)
-        return examples
+            return {"double": inputs["x"] * 2, "square": inputs["x"] * inputs["x"]}
+        return super().compute(signature_name, inputs)
 
     def classify(self, signature_name: str, serialized: Sequence[bytes]) -> dict[str, np.ndarray]:
-        p = np.array([_feature(e, "x") / 10 for e in self._parse(serialized)], dtype=np.float32)
+        if signature_name not in ("classify", "scores_only", "bad_classify"):
+            return super().classify(signature_name, serialized)
+        p = self.feature_values(serialized, "x", 0.0) / 10
         scores = np.stack([1 - p, p], axis=1)
         if signature_name == "scores_only":
             return {"scores": scores}
@@ -138,37 +121,23 @@ class HalfPlusTwo:
         return {"classes": labels, "scores": scores}
 
     def regress(self, signature_name: str, serialized: Sequence[bytes]) -> np.ndarray:
-        return np.array([_feature(e, "x") + _feature(e, "bias") for e in self._parse(serialized)], dtype=np.float32)
+        if signature_name != "regress":
+            return super().regress(signature_name, serialized)
+        return self.feature_values(serialized, "x", 0.0) + self.feature_values(serialized, "bias", 0.0)
 
 
-class FakeCore:
-    """A ServingCore over a fixed dict of versions; no manager involved."""
-
-    def __init__(self, servable: HalfPlusTwo) -> None:
-        self.servables = {ServableId("half", 1): servable, ServableId("half", 2): servable}
-        self.labels = {"half": {"stable": 1, "canary": 2}}
-        self.states = {
-            "half": [
-                ServableState(ServableId("half", 1), ManagerState.AVAILABLE),
-                ServableState(ServableId("half", 3), ManagerState.END, UnknownError("Loading half 3 failed: bad file")),
-                ServableState(ServableId("half", 2), ManagerState.AVAILABLE),
-            ]
-        }
-
-    def get_handle(self, request: ServableRequest) -> ServableHandle[Any]:
-        versions = sorted(i.version for i in self.servables if i.name == request.name)
-        if request.kind is RequestKind.SPECIFIC:
-            versions = [v for v in versions if v == request.version]
-        if not versions:
-            raise NotFoundError(f"Servable not found for request: {request}")
-        servable_id = ServableId(request.name, versions[-1])
-        return ServableHandle(servable_id, self.servables[servable_id], lambda: None)
-
-    def version_labels(self, name: str) -> Mapping[str, int]:
-        return self.labels.get(name, {})
-
-    def version_states(self, name: str) -> list[ServableState]:
-        return list(self.states.get(name, []))
+def _core(servable: HalfPlusTwo) -> StaticServingCore:
+    """Versions 1 and 2 of "half" (one servable), two labels, and a version 3 that failed to load."""
+    states = [
+        ServableState(ServableId("half", 1), ManagerState.AVAILABLE),
+        ServableState(ServableId("half", 3), ManagerState.END, UnknownError("Loading half 3 failed: bad file")),
+        ServableState(ServableId("half", 2), ManagerState.AVAILABLE),
+    ]
+    return StaticServingCore(
+        {ServableId("half", 1): servable, ServableId("half", 2): servable},
+        labels={"half": {"stable": 1, "canary": 2}},
+        states={"half": states},
+    )
 
 
 class ReloadRecorder:
@@ -197,7 +166,7 @@ class Env:
 
 def _start(options: GrpcServerOptions) -> tuple[GrpcServerHandle, HalfPlusTwo, ReloadRecorder]:
     servable, reload = HalfPlusTwo(), ReloadRecorder()
-    return start_grpc_server(DataPlane(FakeCore(servable)), reload, options), servable, reload
+    return start_grpc_server(DataPlane(_core(servable)), reload, options), servable, reload
 
 
 @pytest.fixture(scope="module")
@@ -443,7 +412,7 @@ def test_get_model_metadata(env: Env) -> None:
     assert (response.model_spec.name, response.model_spec.version.value) == ("half", 2)
     defs = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(defs)
-    assert set(defs.signature_def) == set(_SIGNATURES)
+    assert set(defs.signature_def) == set(env.servable.signatures) > set(_SIGNATURES)
     assert defs.signature_def["serving_default"].inputs["x"].dtype == types_pb2.DT_FLOAT
 
     del request.metadata_field[:]
@@ -509,6 +478,46 @@ def test_health_check_reports_serving(env: Env) -> None:
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_health_follows_readiness_and_watchers_end_at_shutdown() -> None:
+    bus: EventBus[ServableState] = EventBus()
+    readiness = Readiness(ServableStateMonitor(bus), bus)
+    readiness.set_models(["half"])  # nothing AVAILABLE yet
+    servable, reload = HalfPlusTwo(), ReloadRecorder()
+    handle = start_grpc_server(
+        DataPlane(_core(servable)), reload, GrpcServerOptions(host="127.0.0.1", port=0, max_threads=4), readiness
+    )
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    channel = grpc.insecure_channel(f"127.0.0.1:{handle.port}")
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def statuses() -> list[int]:
+            return [health.Check(health_pb2.HealthCheckRequest(service=s), timeout=30).status for s in HEALTH_SERVICES]
+
+        assert statuses() == [not_serving] * 3
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=120)
+        assert next(watch).status == not_serving
+        bus.publish(ServableState(ServableId("half", 2), ManagerState.AVAILABLE))
+        assert next(watch).status == serving and statuses() == [serving] * 3
+        bus.publish(ServableState(ServableId("half", 2), ManagerState.UNLOADING))
+        assert next(watch).status == not_serving and statuses() == [not_serving] * 3
+        bus.publish(ServableState(ServableId("half", 3), ManagerState.AVAILABLE))
+        assert next(watch).status == serving
+
+        readiness.begin_shutdown()  # what ModelServer.stop does first: NOT_SERVING while still accepting RPCs
+        assert next(watch).status == not_serving and statuses() == [not_serving] * 3
+        # The open Watch stream ends at stop (it would otherwise hold the whole 120 s grace period).
+        stopper = threading.Thread(target=handle.stop, args=(120.0,))
+        stopper.start()
+        assert {response.status for response in watch} <= {not_serving}  # then the stream ends with OK
+        stopper.join(60)
+        assert not stopper.is_alive()
+        bus.publish(ServableState(ServableId("half", 4), ManagerState.AVAILABLE))  # no listener left: no error
+    finally:
+        channel.close()
+        handle.stop(0)
+
+
 # -- deadlines, options and life cycle -------------------------------------------------------
 
 
@@ -528,7 +537,7 @@ class _ExpiredContext:
 
 def test_expired_deadline_is_refused_without_running_the_model() -> None:
     servable = HalfPlusTwo()
-    servicer = PredictionServiceServicer(DataPlane(FakeCore(servable)))
+    servicer = PredictionServiceServicer(DataPlane(_core(servable)))
     context = _ExpiredContext()
     with pytest.raises(RuntimeError, match="aborted"):
         servicer.Predict(_predict_request([1.0]), context)
@@ -595,7 +604,7 @@ def test_unexpected_reload_failure_is_internal() -> None:
             return 5.0
 
     context = Context()
-    servicer = ModelServiceServicer(DataPlane(FakeCore(HalfPlusTwo())), broken)
+    servicer = ModelServiceServicer(DataPlane(_core(HalfPlusTwo())), broken)
     with pytest.raises(RuntimeError, match="aborted"):
         servicer.HandleReloadConfigRequest(_reload_request("half"), context)
     assert context.aborted == (grpc.StatusCode.INTERNAL, "KeyError: 'oops'")

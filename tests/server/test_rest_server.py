@@ -13,19 +13,22 @@ import gzip
 import os
 import socket
 import threading
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pytest
 import requests
 
+from pyserving.manager.state_monitor import ServableStateMonitor
 from pyserving.servable.errors import InvalidArgumentError, NotFoundError, UnavailableError
-from pyserving.servable.handle import ServableHandle
-from pyserving.servable.ids import RequestKind, ServableId, ServableRequest
-from pyserving.servable.signature import CLASSIFY_METHOD, REGRESS_METHOD, DType, SignatureSpec, TensorSpec
+from pyserving.servable.event_bus import EventBus
+from pyserving.servable.ids import ServableId
+from pyserving.servable.signature import DType, SignatureSpec, TensorSpec
 from pyserving.servable.state import ManagerState, ServableState
 from pyserving.server.data_plane import DataPlane
+from pyserving.server.readiness import Readiness
 from pyserving.server.rest_server import RestServerHandle, RestServerOptions, start_rest_server
+from pyserving.testing import HalfPlusTwoServable, StaticServingCore
 
 pytestmark = pytest.mark.slow  # starts servers; metadata and classify load TensorFlow's protos
 
@@ -35,50 +38,37 @@ _VEC = (None,)
 _F = DType.FLOAT
 
 
-def _vec(dtype: DType = _F, name: str = "") -> TensorSpec:
-    return TensorSpec(dtype, _VEC, name)
+def _vec(dtype: DType = _F) -> TensorSpec:
+    return TensorSpec(dtype, _VEC)
 
 
-def _signatures(rank_known: bool) -> dict[str, SignatureSpec]:
-    x = TensorSpec(_F, _VEC if rank_known else None, "x:0")
-    y = TensorSpec(_F, _VEC if rank_known else None, "y:0")
-    examples = {"inputs": _vec(DType.STRING)}
-    return {
-        "serving_default": SignatureSpec({"x": x}, {"y": y}),
-        "two_outputs": SignatureSpec({"x": _vec()}, {"y": _vec(), "double": _vec()}),
-        "strings": SignatureSpec({"text": _vec(DType.STRING)}, {"upper": _vec(DType.STRING), "echo_bytes": _vec(DType.STRING)}),
-        "multi": SignatureSpec({"a": _vec(), "b": _vec()}, {"sum": _vec()}),
-        "boom": SignatureSpec({"x": _vec()}, {"y": _vec()}),
-        "slow": SignatureSpec({"x": _vec()}, {"y": _vec()}),
-        "classify_x_to_y": SignatureSpec(examples, {"scores": TensorSpec(_F, (None, 1))}, method_name=CLASSIFY_METHOD),
-        "regress_x_to_y": SignatureSpec(examples, {"outputs": _vec()}, method_name=REGRESS_METHOD),
-        "tensorflow/serving/regress": SignatureSpec(examples, {"outputs": _vec()}, method_name=REGRESS_METHOD),
-    }
+#: This module's signatures, on top of HalfPlusTwoServable's serving_default, classify_x_to_y,
+#: regress_x_to_y and tensorflow/serving/regress (TF Serving's half_plus_two model).
+_SIGNATURES = {
+    "two_outputs": SignatureSpec({"x": _vec()}, {"y": _vec(), "double": _vec()}),
+    "strings": SignatureSpec({"text": _vec(DType.STRING)}, {"upper": _vec(DType.STRING), "echo_bytes": _vec(DType.STRING)}),
+    "multi": SignatureSpec({"a": _vec(), "b": _vec()}, {"sum": _vec()}),
+    "boom": SignatureSpec({"x": _vec()}, {"y": _vec()}),
+    "slow": SignatureSpec({"x": _vec()}, {"y": _vec()}),
+}
 
 
-class HalfPlusN:
-    """y = 0.5 * x + offset, plus string, two-output, multi-input, failing, gated, classify
-    and regress signatures. ``gate`` holds the "slow" signature until a test sets it."""
+class HalfPlusN(HalfPlusTwoServable):
+    """y = 0.5 * x + offset, plus string, two-output, multi-input, failing and gated signatures.
+    ``gate`` holds the "slow" signature until a test sets it; ``entered`` is set once it waits."""
 
     def __init__(self, offset: float, rank_known: bool = True) -> None:
-        self.offset = offset
+        super().__init__(offset, x_shape=_VEC if rank_known else None, extra_signatures=_SIGNATURES)
         self.gate = threading.Event()
         self.entered = threading.Event()
-        self._signatures = _signatures(rank_known)
 
-    @property
-    def signatures(self) -> Mapping[str, SignatureSpec]:
-        return self._signatures
-
-    def _f(self, x: np.ndarray) -> np.ndarray:
-        return (0.5 * x + self.offset).astype(np.float32)
-
-    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> dict:
+    def compute(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if signature_name == "boom":
             raise RuntimeError("kaput")
         if signature_name == "slow":
             self.entered.set()
             assert self.gate.wait(30), "the test never released the slow signature"
+            return {"y": self.half_plus(inputs["x"])}
         if signature_name == "strings":
             text = inputs["text"]
             return {
@@ -87,62 +77,25 @@ class HalfPlusN:
             }
         if signature_name == "multi":
             return {"sum": inputs["a"] + inputs["b"]}
-        x = inputs["x"]
         if signature_name == "two_outputs":
-            return {"y": self._f(x), "double": x * 2}
-        return {"y": self._f(x)}
-
-    def _xs(self, examples: Sequence[bytes]) -> np.ndarray:
-        from tensorflow.core.example import example_pb2
-
-        values = []
-        for record in examples:
-            feature = example_pb2.Example.FromString(record).features.feature["x"]
-            values.append(feature.float_list.value[0] if feature.float_list.value else feature.int64_list.value[0])
-        return np.array(values, dtype=np.float32)
-
-    def classify(self, signature_name: str, examples: list[bytes]) -> dict[str, np.ndarray]:
-        return {"scores": self._f(self._xs(examples)).reshape(-1, 1)}
-
-    def regress(self, signature_name: str, examples: list[bytes]) -> np.ndarray:
-        return self._f(self._xs(examples))
+            return {"y": self.half_plus(inputs["x"]), "double": inputs["x"] * 2}
+        return super().compute(signature_name, inputs)
 
 
-class FakeCore:
-    """ServingCore over fixed servables, labels and published states."""
-
-    def __init__(self) -> None:
-        self.servables: dict[ServableId, Any] = {
-            ServableId("half_plus_two", 123): HalfPlusN(2.0),
-            ServableId("saved_model_half_plus_three", 123): HalfPlusN(3.0),
-            ServableId("default", 123): HalfPlusN(2.0, rank_known=False),
-            ServableId("versioned", 1): HalfPlusN(2.0),
-            ServableId("versioned", 2): HalfPlusN(3.0),
-            ServableId("a/b c", 1): HalfPlusN(10.0),
-        }
-        self.labels = {"versioned": {"stable": 1, "canary": 2, "gone": 9}}
-        self.extra_states = {
-            "versioned": [ServableState(ServableId("versioned", 3), ManagerState.END, NotFoundError("weights missing"))],
-        }
-
-    def get_handle(self, request: ServableRequest) -> ServableHandle[Any]:
-        versions = sorted(v.version for v in self.servables if v.name == request.name)
-        version: int | None = None
-        if request.kind is RequestKind.LATEST and versions:
-            version = versions[-1]
-        elif request.kind is RequestKind.SPECIFIC and request.version in versions:
-            version = request.version
-        if version is None:
-            raise NotFoundError(f"Servable not found for request: {request}")
-        servable_id = ServableId(request.name, version)
-        return ServableHandle(servable_id, self.servables[servable_id], lambda: None)
-
-    def version_labels(self, name: str) -> Mapping[str, int]:
-        return self.labels.get(name, {})
-
-    def version_states(self, name: str) -> list[ServableState]:
-        states = [ServableState(i, ManagerState.AVAILABLE) for i in self.servables if i.name == name]
-        return states + self.extra_states.get(name, [])
+def _make_core() -> StaticServingCore:
+    """Fixed servables and labels; "versioned" also has a version 3 that failed to load."""
+    servables = {
+        ServableId("half_plus_two", 123): HalfPlusN(2.0),
+        ServableId("saved_model_half_plus_three", 123): HalfPlusN(3.0),
+        ServableId("default", 123): HalfPlusN(2.0, rank_known=False),
+        ServableId("versioned", 1): HalfPlusN(2.0),
+        ServableId("versioned", 2): HalfPlusN(3.0),
+        ServableId("a/b c", 1): HalfPlusN(10.0),
+    }
+    versioned = [ServableState(ServableId("versioned", v), ManagerState.AVAILABLE) for v in (1, 2)]
+    versioned.append(ServableState(ServableId("versioned", 3), ManagerState.END, NotFoundError("weights missing")))
+    labels = {"versioned": {"stable": 1, "canary": 2, "gone": 9}}
+    return StaticServingCore(servables, labels=labels, states={"versioned": versioned})
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -167,17 +120,17 @@ class Client:
         return self.session.request(method, self.base + path, timeout=30, **kw)
 
 
-def _start(core: FakeCore, **options: Any) -> RestServerHandle:
+def _start(core: StaticServingCore, **options: Any) -> RestServerHandle:
     return start_rest_server(DataPlane(core), RestServerOptions(host="127.0.0.1", port=0, **options))
 
 
 @pytest.fixture(scope="module")
-def core() -> FakeCore:
-    return FakeCore()
+def core() -> StaticServingCore:
+    return _make_core()
 
 
 @pytest.fixture(scope="module")
-def shared(core: FakeCore) -> Iterator[Client]:
+def shared(core: StaticServingCore) -> Iterator[Client]:
     handle = _start(core, num_threads=4)
     client = Client(handle)
     try:
@@ -196,7 +149,7 @@ def client(shared: Client) -> Iterator[Client]:
 
 
 @pytest.fixture
-def server_factory(core: FakeCore) -> Iterator[Any]:
+def server_factory(core: StaticServingCore) -> Iterator[Any]:
     started: list[tuple[RestServerHandle, Client]] = []
 
     def make(**options: Any) -> Client:
@@ -325,7 +278,7 @@ def test_metadata_json(client: Client) -> None:
     assert body["model_spec"] == {"name": "half_plus_two", "signature_name": "", "version": "123"}
     assert list(body["metadata"]) == ["signature_def"]
     defs = body["metadata"]["signature_def"]["signature_def"]
-    assert set(defs) == set(_signatures(True))
+    assert set(defs) == set(HalfPlusN(2.0).signatures) > set(_SIGNATURES)
     default = defs["serving_default"]
     assert default["method_name"] == "tensorflow/serving/predict"
     assert default["inputs"]["x"] == {
@@ -465,6 +418,48 @@ def test_paths_outside_v1_are_plain_404(client: Client, path: str) -> None:
         assert "json" not in response.headers.get("Content-Type", "")
 
 
+# -- health (pyserving extension) ----------------------------------------------------------------
+
+def test_health_paths_without_readiness(client: Client) -> None:
+    live = client.get("/v1/health/live")
+    assert (live.status_code, live.json()) == (200, {"status": "live"})
+    assert live.headers["Content-Type"] == "application/json"
+    assert client.get("/v1/HEALTH/Ready").json() == {"status": "ready"}  # paths are case-insensitive
+    assert _error(client.post("/v1/health/live", data=b""), 400) == "Malformed request: POST /v1/health/live"
+    assert _error(client.get("/v1/health/other"), 400) == "Malformed request: GET /v1/health/other"
+    assert _error(client.get("/v1/health/ready?x=1"), 400) == "Malformed request: GET /v1/health/ready?x=1"
+
+
+def test_ready_follows_readiness_and_is_answered_while_workers_are_busy() -> None:
+    core = _make_core()  # its own: this test opens the slow signature's gate
+    bus: EventBus[ServableState] = EventBus()
+    readiness = Readiness(ServableStateMonitor(bus), bus)
+    readiness.set_models(["half_plus_two"])
+    handle = start_rest_server(DataPlane(core), RestServerOptions(host="127.0.0.1", port=0, num_threads=1), readiness)
+    client = Client(handle)
+    servable = core.servables[ServableId("half_plus_two", 123)]
+    busy = threading.Thread(target=client.post, args=("/v1/models/half_plus_two:predict",
+                                                      {"signature_name": "slow", "instances": [1.0]}))
+    try:
+        not_ready = requests.get(client.base + "/v1/health/ready", timeout=30)
+        assert not_ready.status_code == 503
+        assert not_ready.json() == {"status": "not ready", "reason": "no version of model(s) half_plus_two is AVAILABLE"}
+        bus.publish(ServableState(ServableId("half_plus_two", 123), ManagerState.AVAILABLE))
+        busy.start()
+        assert servable.entered.wait(30)  # the only worker is inside a model call
+        ready = requests.get(client.base + "/v1/health/ready", timeout=30)
+        assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+        readiness.begin_shutdown()
+        stopping = requests.get(client.base + "/v1/health/ready", timeout=30)
+        assert (stopping.status_code, stopping.json()) == (503, {"status": "not ready", "reason": "shutting down"})
+        assert requests.get(client.base + "/v1/health/live", timeout=30).status_code == 200
+    finally:
+        servable.gate.set()
+        busy.join(30)
+        client.session.close()
+        handle.stop()
+
+
 # -- CORS --------------------------------------------------------------------------------------
 
 def test_cors_off_by_default(client: Client) -> None:
@@ -495,8 +490,8 @@ def test_cors_on(server_factory: Any) -> None:
 
 # -- timeouts, threads, sockets, life cycle --------------------------------------------------------
 
-def test_timeout_answers_504_and_the_call_finishes_in_background(server_factory: Any, core: FakeCore) -> None:
-    servable = core.servables[ServableId("half_plus_two", 123)]
+def test_timeout_answers_504_and_the_call_finishes_in_background(server_factory: Any, core: StaticServingCore) -> None:
+    servable = core.servable("half_plus_two", 123)
     client = server_factory(timeout_ms=200, num_threads=2)
     try:
         response = client.post("/v1/models/half_plus_two:predict", {"signature_name": "slow", "instances": [1.0]})
@@ -561,7 +556,7 @@ def test_broken_http_is_refused_without_harm(client: Client) -> None:
             assert conn.recv(65536).startswith(b"HTTP/1.1 400")
 
 
-def test_port_zero_reports_the_bound_port_and_busy_port_fails(server_factory: Any, core: FakeCore) -> None:
+def test_port_zero_reports_the_bound_port_and_busy_port_fails(server_factory: Any, core: StaticServingCore) -> None:
     client = server_factory()
     assert client.handle.port > 0 and client.handle.running
     with pytest.raises(UnavailableError, match=str(client.handle.port)):
@@ -569,8 +564,8 @@ def test_port_zero_reports_the_bound_port_and_busy_port_fails(server_factory: An
 
 
 def test_stop_lets_a_request_in_flight_answer() -> None:
-    core = FakeCore()
-    servable = core.servables[ServableId("half_plus_two", 123)]
+    core = _make_core()
+    servable = core.servable("half_plus_two", 123)
     handle = _start(core, num_threads=2)
     answers: list[requests.Response] = []
     body = {"signature_name": "slow", "instances": [1.0]}
@@ -591,7 +586,7 @@ def test_stop_lets_a_request_in_flight_answer() -> None:
         handle.stop()
 
 
-def test_stop_is_idempotent_and_closes_the_port(core: FakeCore) -> None:
+def test_stop_is_idempotent_and_closes_the_port(core: StaticServingCore) -> None:
     handle = _start(core)
     port = handle.port
     handle.stop()
