@@ -33,6 +33,10 @@ Contract:
   Locks: ``_lock`` guards ``_harnesses`` and ``_stopped``; ``_map_lock`` serializes
   replacing ``_serving_map`` (readers never take it); ``_executions`` guards
   ``_num_executing``. Order: ``_lock`` before a harness's lock; the others are never nested.
+* Logging: failures travel on the event bus (END + health) and are logged at DEBUG here;
+  the user-facing line per state change comes from
+  :class:`~pyserving.manager.lifecycle_log.LifecycleLog` (the server core attaches one;
+  library users call ``LifecycleLog(manager.event_bus)``).
 """
 
 from __future__ import annotations
@@ -187,7 +191,7 @@ class BasicManager:
         if data.ok:
             self._publish(ServableState(data.id, ManagerState.START))
         else:
-            _log.warning("Servable %s cannot be loaded: %s", data.id, data.error)
+            _log.debug("Servable %s cannot be loaded: %s", data.id, data.error)  # LifecycleLog words it
             self._publish(ServableState(data.id, ManagerState.END, data.error))
 
     def stop_managing(self, servable_id: ServableId) -> None:
@@ -266,7 +270,7 @@ class BasicManager:
             self._publish(ServableState(sid, ManagerState.AVAILABLE))
         else:
             harness.fail(error)
-            _log.warning("%s", error.message)
+            _log.debug("%s", error.message)  # the END event carries it; LifecycleLog words it
             self._publish(ServableState(sid, ManagerState.END, error))
         _call_done(done, error, sid)
 
@@ -328,7 +332,7 @@ class BasicManager:
         except Exception as exc:  # noqa: BLE001 - becomes the version's END health
             error = as_serving_error(exc)
             harness.fail(error)
-            _log.warning("%s", error.message)
+            _log.debug("%s", error.message)  # the END event carries it; LifecycleLog words it
         finally:
             self._tracker.release(sid)
             self._end_execution()
