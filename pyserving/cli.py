@@ -50,11 +50,9 @@ With no PATH, 'pyserving serve' serves the bundled demo model half_plus_two (y =
 
 
 def _platform_of(model_dir: Path) -> str | None:
-    if (model_dir / "saved_model.pb").exists() or (model_dir / "saved_model.pbtxt").exists():
-        return "tensorflow"
-    if (model_dir / "model.py").exists():
-        return "python"
-    return None
+    from pyserving.loaders.platform import detect_platform
+
+    return detect_platform(model_dir)
 
 
 def _numbered_children(path: Path) -> list[Path]:

@@ -33,6 +33,7 @@ __all__ = [
     "register_platform",
     "get_platform",
     "platform_names",
+    "detect_platform",
 ]
 
 #: ``factory(servable_id, storage_path, options) -> Loader``; options are the
@@ -102,3 +103,21 @@ def get_platform(name: str) -> Platform:
 def platform_names() -> list[str]:
     with _lock:
         return sorted(set(_platforms) | set(_lazy))
+
+
+def detect_platform(version_dir: Path) -> str | None:
+    """The platform whose readiness check accepts ``version_dir`` (``None`` when none does).
+
+    TensorFlow is asked first, then Python, then any other registered platform by name.
+    Used where the user named a folder but no platform (``pyserving serve``,
+    ``--model_base_path``).
+    """
+    names = platform_names()
+    order = [n for n in ("tensorflow", "python") if n in names] + [n for n in names if n not in ("tensorflow", "python")]
+    for name in order:
+        try:
+            if get_platform(name).is_version_ready(version_dir):
+                return name
+        except Exception:  # noqa: BLE001 - a broken third-party platform must not break detection
+            continue
+    return None

@@ -20,6 +20,8 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 from pyserving.server.core import ServerCoreOptions
@@ -83,9 +85,28 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
 
 
 def models_from_flags(o: ModelServerOptions) -> list[ModelEntry]:
+    """The models of ``--model_config_file``, or the one of ``--model_name``/``--model_base_path``.
+
+    A config file names each model's platform. For ``--model_base_path`` TF Serving always
+    assumes TensorFlow; we do too unless the newest numbered version folder is a Python
+    model (``model.py``, no ``saved_model.pb``), which is then served on the python platform.
+    """
     if o.model_config_file:
         return models_from_config(load_model_server_config(o.model_config_file))
-    return models_from_config(config_from_flags(o.model_name, o.model_base_path))
+    models = models_from_config(config_from_flags(o.model_name, o.model_base_path))
+    return [replace(m, platform=_detected_platform(m.base_path) or m.platform) for m in models]
+
+
+def _detected_platform(base_path: str) -> str | None:
+    from pyserving.loaders.platform import detect_platform
+
+    try:
+        versions = [p for p in Path(base_path).iterdir() if p.is_dir() and p.name.isdigit()]
+    except OSError:
+        return None  # the source reports the base path's problem
+    if not versions:
+        return None
+    return detect_platform(max(versions, key=lambda p: int(p.name)))
 
 
 def exit_status_for_second_signal(signum: int) -> int:

@@ -267,6 +267,10 @@ def scan_versions(
             continue
         if storage is not None:
             last_complete[version] = storage
+        elif wait_s is None:
+            notices.append((logging.INFO, f"Version directory {path} of servable {name} is not ready: its "
+                            "platform's files (saved_model.pb for TensorFlow, model.py for Python) are "
+                            "missing; it is loaded once they are there."))
         storage = storage or last_complete.get(version)
         if storage is not None:
             candidates[version] = ServableData.of(sid, storage)

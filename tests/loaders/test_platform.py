@@ -99,3 +99,24 @@ def test_unknown_platform_is_not_found() -> None:
         get_platform("pytorch")
     assert "'pytorch'" in info.value.message
     assert "python" in info.value.message  # lists the known platforms
+
+
+def test_detect_platform_by_readiness(tmp_path):
+    from pyserving.loaders.platform import detect_platform
+
+    saved = tmp_path / "tf"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"")
+    py = tmp_path / "py"
+    py.mkdir()
+    (py / "model.py").write_text("def create_servable(d):\n    return 1\n")
+    both = tmp_path / "both"
+    both.mkdir()
+    (both / "saved_model.pb").write_bytes(b"")
+    (both / "model.py").write_text("")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert detect_platform(saved) == "tensorflow"
+    assert detect_platform(py) == "python"
+    assert detect_platform(both) == "tensorflow"
+    assert detect_platform(empty) is None
