@@ -257,6 +257,18 @@ class AspiredVersionsManager(Target[Loader]):
         if busy:
             _log.debug("Postponing the new version list of %s until %s is forgotten", name, busy[0])
             return None
+        superseded = [
+            sid for sid, item in wanted.items()
+            if sid in current and current[sid].is_aspired and _content_changed_while_loading(current[sid], item)
+        ]
+        if superseded:
+            # The files of a version changed while its load (or a retry wait) was under way:
+            # stop that load now and, once it has ended, load the new content from scratch
+            # instead of retrying the old one (which could wait minutes between attempts).
+            for sid in superseded:
+                _log.info("Servable %s changed on disk while loading; restarting its load", sid)
+                self._basic.cancel_load_retries(sid)
+            return None
         changed = False
         for sid, harness in current.items():
             if sid not in wanted and harness.is_aspired:
@@ -371,6 +383,20 @@ def _should_retry(harness: LoaderHarness, item: _PendingItem) -> bool:
         harness.state is HarnessState.ERROR
         and item.data.ok
         and item.revision is not None
+        and item.revision != harness.revision
+    )
+
+
+_LOADING_STATES = (HarnessState.LOAD_REQUESTED, HarnessState.LOAD_APPROVED, HarnessState.LOADING)
+
+
+def _content_changed_while_loading(harness: LoaderHarness, item: _PendingItem) -> bool:
+    """A version being loaded (or waiting to retry) arrives again with different, known content."""
+    return (
+        harness.state in _LOADING_STATES
+        and item.data.ok
+        and item.revision is not None
+        and harness.revision is not None
         and item.revision != harness.revision
     )
 

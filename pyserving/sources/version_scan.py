@@ -92,8 +92,9 @@ _DIGITS = re.compile(r"[0-9]+")
 class ScanResult:
     """What one scan of a base path found.
 
-    ``items`` is the aspired list, or ``None`` when nothing is to be sent (the base path
-    cannot be listed; ``error`` says why). ``recheck_in_s`` is how long until an
+    ``items`` is the aspired list, or ``None`` when nothing is to be sent: the base path
+    cannot be listed (``error`` says why), or it has version folders but none is complete
+    yet (``error`` is ``None``; the versions serving now keep serving). ``recheck_in_s`` is how long until an
     incomplete version may become complete, ``None`` when no such wait is known.
     """
 
@@ -282,4 +283,9 @@ def scan_versions(
         for version in policy.missing(list(children)):
             notices.append((logging.WARNING, f"Version {version} of servable {name}, requested by its "
                             f"specific version policy, is not under base path {base}"))
+    if not candidates:
+        # Version folders exist but none is complete yet (still being written, or not ready):
+        # send nothing, so what is serving keeps serving until a replacement is complete. Only a
+        # base path without any version folder means "unload everything".
+        return ScanResult(None, None, notices, recheck_in)
     return ScanResult([candidates[v] for v in policy.select(sorted(candidates))], None, notices, recheck_in)

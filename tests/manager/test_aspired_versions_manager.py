@@ -360,3 +360,26 @@ def test_rollback_to_a_still_serving_version_reaspires_it(rig: Rig) -> None:
     rig.aspire("m", [1, 3])  # the stream keeps moving
     rig.settle()
     assert rig.available() == [sid(1), sid(3)]
+
+
+def test_new_content_for_a_version_waiting_to_retry_is_loaded_at_once() -> None:
+    """A failing version waits a long interval between attempts; its files are repaired
+    (new revision): the retry wait is cancelled and the new loader is loaded right away."""
+    rig = Rig(num_load_threads=1, max_num_load_retries=5, load_retry_interval_s=600.0)
+    try:
+        broken = FakeLoader(sid(1), fail_times=-1, revision="r1")
+        rig.aspire("m", {1: broken})
+        rig.settle()
+        assert wait_for(lambda: broken.load_calls == 1)  # now sleeping 600 s before attempt 2
+        fixed = FakeLoader(sid(1), payload="fixed", revision="r2")
+        rig.aspire("m", {1: fixed})
+        assert wait_for(lambda: (rig.manager.step() or True) and rig.available() == [sid(1)], timeout_s=20)
+        with rig.manager.get_handle(ServableRequest.latest("m")) as handle:
+            assert handle.servable.payload == "fixed"
+        assert broken.load_calls == 1 and not broken.loaded
+        states = rig.manager_states(sid(1))
+        assert states[:3] == [M.START, M.LOADING, M.END] and states[-3:] == [M.START, M.LOADING, M.AVAILABLE]
+        ended = [e.state for e in rig.manager.monitor.get_log() if e.state.id == sid(1) and e.state.manager_state is M.END]
+        assert isinstance(ended[0].health, CancelledError), ended
+    finally:
+        rig.manager.stop()

@@ -25,9 +25,9 @@ bounded (``CHANGE_WAIT_S``); each scenario group shares one server (module fixtu
 each test reads the versions it starts from off the server, so the tests of a group do not
 depend on each other's numbers.
 
-Two tests are ``xfail(strict=True)``: they pin known defects (a fresh replacement of the
-only version unloads the serving one for the quiet period; a repair made while a failed
-load waits to retry is ignored until that retry) and fail loudly once those are fixed.
+Two tests pin fixed defects: a fresh replacement of the only version must not unload the
+serving one while it waits out its quiet period, and a repair made while a failed load waits
+to retry is loaded at once.
 """
 
 from __future__ import annotations
@@ -294,10 +294,6 @@ def test_requests_in_flight_finish_before_the_old_version_is_unloaded(paths_serv
         assert_lifecycle(server, "slow", v, SWAPPED)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG in pyserving/sources/version_scan.py scan_versions: while the only version directory "
-    "on disk waits out its quiet period, the source sends an EMPTY aspired list, so the serving "
-    "version is unloaded before its replacement is complete and loaded (NOT_FOUND meanwhile)"))
 def test_the_serving_version_stays_until_a_fresh_replacement_is_complete(paths_server: Server) -> None:
     server, beta = paths_server, paths_server.base("beta")
     old = server.newest("beta")
@@ -424,10 +420,6 @@ def test_reload_config_rpc_adds_repolicies_and_removes_models_without_touching_o
         assert len(lifecycle_lines(server.process.output, name)) == lines_before[name], f"{name} changed state"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "GAP in pyserving/manager/aspired_versions_manager.py _apply_list/_should_retry: a new revision "
-    "of a version whose failed load waits for its next retry is ignored; the repaired files are "
-    "only tried at that retry (--load_retry_interval_micros, 60 s by default)"))
 def test_a_version_repaired_while_its_load_waits_to_retry_is_loaded_at_once(paths_server: Server) -> None:
     server, beta, staging = paths_server, paths_server.base("beta"), paths_server.root / "staging"
     good = server.newest("beta")

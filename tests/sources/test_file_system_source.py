@@ -176,7 +176,9 @@ def test_per_servable_readiness_check_overrides_the_source_default(tmp_path, mak
         is_version_ready=has_model_file,
     )
     source.poll_once()
-    assert versions(recorder.last("plain")) == [] and versions(recorder.last("custom")) == [1]
+    # "plain" has a version folder that is not ready: nothing is sent for it (what serves
+    # keeps serving); "custom" accepts the same folder.
+    assert recorder.last("plain") is None and versions(recorder.last("custom")) == [1]
 
 
 def test_a_readiness_check_that_raises_becomes_that_versions_error(tmp_path, make_source):
@@ -256,7 +258,7 @@ def test_quiet_period_waits_for_writes_to_stop_and_keeps_the_last_complete_revis
     servable = WatchedServable("m", tmp_path / "m")
     source, recorder = make_source([servable], quiet_period_s=60, wall_clock=wall)
     source.poll_once()
-    assert recorder.last("m") == []  # just written: not complete yet, and not "missing" either
+    assert recorder.last("m") is None  # just written: not complete yet, so nothing is sent
     wall.now += 61
     source.poll_once()
     old = recorder.last("m")[0].value
@@ -435,3 +437,26 @@ def test_invalid_options_are_rejected():
     with pytest.raises(InvalidArgumentError, match="version_policy"):
         WatchedServable("x", "/models/x", version_policy="latest")  # type: ignore[arg-type]
     assert WatchedServable("x", "relative/dir").base_path == os.path.abspath("relative/dir")
+
+
+def test_serving_version_stays_while_its_replacement_is_incomplete(tmp_path, make_source):
+    """The old folder is removed and the new one is still being written: send nothing, so
+    the manager keeps the old version serving; send the new one once it is complete."""
+    wall = FakeWallClock()
+    base = tmp_path / "m"
+    write_version(base, "1")
+    source, recorder = make_source([WatchedServable("m", base)], quiet_period_s=60, wall_clock=wall)
+    wall.now += 61
+    source.poll_once()
+    assert versions(recorder.last("m")) == [1]
+    sent = len(recorder.calls)
+    import shutil
+
+    shutil.rmtree(base / "1")
+    write_version(base, "2")
+    wall.now = time.time()
+    source.poll_once()
+    assert len(recorder.calls) == sent, "an incomplete replacement must not empty the aspired list"
+    wall.now += 61
+    source.poll_once()
+    assert versions(recorder.last("m")) == [2]
