@@ -106,19 +106,28 @@ def open_backend(tf: Any, export_dir: str, sig_defs: Mapping[str, Any], options:
     Raises ``tf.errors.OpError`` or ServingError on failure (UNIMPLEMENTED when
     ``execution="session"`` and a signature has composite tensors).
     """
+    session_error: Exception | None = None
     if options.execution != "function" and all_named(sig_defs):
         try:
             return SessionBackend(tf, export_dir, options)
         except Exception as exc:
             if options.execution == "session":
                 raise
+            session_error = exc
             _log.warning(
                 "SavedModel %s: session import failed (%s); serving it through signature functions",
                 export_dir, exc,
             )
     if options.execution == "session":
         raise UnimplementedError(f"SavedModel {export_dir} has signatures a session cannot run")
-    return FunctionBackend(tf, export_dir, options)
+    try:
+        return FunctionBackend(tf, export_dir, options)
+    except Exception as exc:
+        if session_error is not None:
+            # Both ways failed: the first error names the real problem (a missing checkpoint,
+            # say); the fallback's is usually a long graph-execution trace about the same thing.
+            raise session_error from exc
+        raise
 
 
 class SessionBackend(Backend):

@@ -329,7 +329,7 @@ def test_missing_unreadable_and_emptied_base_paths_affect_only_their_own_model(p
         assert clients.wait_for_version(new, CHANGE_WAIT_S) is not None, f"no client was answered by alpha {new}"
 
     # Written now, so its files are older than the quiet period when it is renamed in (a
-    # fresh one would wait that out and, meanwhile, unload beta: see the xfail test below).
+    # fresh one waits out the quiet period first; the test above covers that case).
     write_python_version(staging / "beta-recreated" / str(version + 1))
     with server.watcher("alpha", "beta") as watcher, server.clients("alpha") as alpha_clients:
         with server.clients("beta", clients=4) as beta_clients:
