@@ -12,6 +12,9 @@ Importing this package loads neither TensorFlow nor gRPC.
 
 from pyserving._version import __version__
 from pyserving.loaders import (
+    Batcher,
+    BatchingParameters,
+    BatchingServable,
     Loader,
     Platform,
     Resources,
@@ -31,6 +34,7 @@ from pyserving.manager import (
     ResourceTracker,
     ServableStateMonitor,
 )
+from pyserving.servable.batcher import BatchScheduler
 from pyserving.servable import (
     Code,
     EventBus,
@@ -98,6 +102,11 @@ __all__ = [
     "Platform",
     "register_platform",
     "readiness_check",
+    # batching
+    "Batcher",
+    "BatchScheduler",
+    "BatchingServable",
+    "BatchingParameters",
     # manager
     "BasicManager",
     "BasicManagerOptions",

@@ -11,6 +11,7 @@ EXPECTED = {
     "LatestVersions", "AllVersions", "SpecificVersions",
     "Loader", "Resources", "SimpleLoader", "RetryPolicy", "StoragePathAdapter", "Platform", "register_platform",
     "readiness_check",
+    "Batcher", "BatchScheduler", "BatchingServable", "BatchingParameters",
     "BasicManager", "BasicManagerOptions", "AspiredVersionsManager", "AspiredVersionsManagerOptions",
     "AvailabilityPreservingPolicy", "ResourcePreservingPolicy", "ResourceTracker", "ServableStateMonitor",
 }

@@ -12,6 +12,9 @@ The TensorFlow platform is not imported here: it is registered lazily under
 ``"tensorflow"`` and imported only when a model uses it.
 """
 
+from pyserving.loaders.batcher import Batcher
+from pyserving.loaders.batching import BatchingServable
+from pyserving.loaders.batching_params import BatchingParameters
 from pyserving.loaders.loader import Loader, Resources
 from pyserving.loaders.platform import Platform, get_platform, platform_names, register_platform
 from pyserving.loaders.python_platform import PythonModelLoader
@@ -32,4 +35,7 @@ __all__ = [
     "platform_names",
     "readiness_check",
     "PythonModelLoader",
+    "Batcher",
+    "BatchingServable",
+    "BatchingParameters",
 ]

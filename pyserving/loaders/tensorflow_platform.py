@@ -8,6 +8,11 @@ Platform options (the mapping the factory receives; every key optional):
 * ``"intra_op_parallelism"`` / ``"inter_op_parallelism"``: int threads, 0 = TensorFlow
   decides (TF Serving's ``--tensorflow_intra_op_parallelism`` / ``..._inter_op_...``).
   TensorFlow sizes its CPU pools once per process, from the first model loaded.
+* ``"batching"``: a :class:`~pyserving.loaders.batching.BatchingConfig` (``--enable_batching``):
+  each SavedModel loader is wrapped in a :class:`~pyserving.loaders.batching.BatchingLoader`,
+  whose servable batches concurrent requests on the config's shared scheduler (with
+  ``per_model``, only versions holding ``batching_params.pbtxt`` are batched). Absent or
+  None: no batching.
 
 Unknown keys and bad values raise ``InvalidArgumentError`` when the loader is created.
 Neither this module nor the loader module imports TensorFlow at import time; it is imported
@@ -27,7 +32,7 @@ from pyserving.sources.storage_path import StoragePath
 
 __all__ = ["TENSORFLOW_PLATFORM", "OPTION_KEYS", "saved_model_options"]
 
-OPTION_KEYS = ("saved_model_tags", "intra_op_parallelism", "inter_op_parallelism")
+OPTION_KEYS = ("saved_model_tags", "intra_op_parallelism", "inter_op_parallelism", "batching")
 
 
 def saved_model_options(options: Mapping[str, Any]) -> Any:
@@ -56,7 +61,17 @@ def saved_model_options(options: Mapping[str, Any]) -> Any:
 def _create_loader(servable_id: ServableId, storage_path: StoragePath, options: Mapping[str, Any]) -> Loader:
     from pyserving.loaders.saved_model import SavedModelLoader
 
-    return SavedModelLoader(storage_path, saved_model_options(options), servable_id=servable_id)
+    loader = SavedModelLoader(storage_path, saved_model_options(options), servable_id=servable_id)
+    batching = options.get("batching")
+    if batching is None:
+        return loader
+    from pyserving.loaders.batching import BatchingConfig, BatchingLoader
+
+    if not isinstance(batching, BatchingConfig):
+        raise InvalidArgumentError(
+            f"tensorflow platform option 'batching' must be a BatchingConfig or None, got {type(batching).__name__}"
+        )
+    return BatchingLoader(loader, batching, storage_path.path, servable_id=servable_id)
 
 
 def _is_version_ready(version_dir: Path) -> bool:

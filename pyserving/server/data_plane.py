@@ -19,14 +19,25 @@ extension documented on ``InferenceServable``) and check what they return with T
 Serving's output rules (:func:`check_classify_outputs`, :func:`check_regress_output`), so
 :class:`ClassifyResult` and :class:`RegressResult` hold arrays the front ends only encode.
 A servable whose ``classify`` returns anything but a mapping is answered INTERNAL.
+
+Deadlines: :meth:`DataPlane.predict` takes an optional ``deadline`` (a ``time.monotonic()``
+value; the gRPC servicer derives it from the RPC's deadline, REST from
+``rest_api_timeout_in_ms``). A request whose deadline passed once its inputs are decoded
+and checked is answered DEADLINE_EXCEEDED without running the model. Servables whose
+``run`` accepts a keyword ``deadline`` (an optional extension of ``InferenceServable``;
+the batching servable does) receive it, so a request that waits in a queue past its
+deadline is dropped there instead of computed for nobody.
 """
 
 from __future__ import annotations
 
+import inspect
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from pyserving.servable.errors import (
+    DeadlineExceededError,
     FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
@@ -67,6 +78,23 @@ Decode = Callable[[SignatureSpec], Mapping[str, "np.ndarray"]]
 
 #: servable type -> whether it satisfies InferenceServable (checked once per type).
 _RUNS_INFERENCE: dict[type, bool] = {}
+#: servable type -> whether its ``run`` takes a ``deadline`` keyword (checked once per type).
+_TAKES_DEADLINE: dict[type, bool] = {}
+
+
+def _takes_deadline(servable: object) -> bool:
+    kind = type(servable)
+    takes = _TAKES_DEADLINE.get(kind)
+    if takes is None:
+        try:
+            parameters = inspect.signature(kind.run).parameters  # type: ignore[attr-defined]
+        except (AttributeError, TypeError, ValueError):
+            parameters = {}  # type: ignore[assignment]
+        parameter = parameters.get("deadline")
+        takes = _TAKES_DEADLINE[kind] = parameter is not None and parameter.kind in (
+            inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD
+        )
+    return takes
 
 
 class ServingCore(Protocol):
@@ -162,8 +190,14 @@ class DataPlane:
 
     # -- predict --------------------------------------------------------------------
 
-    def predict(self, spec: ModelSpec, decode: Decode, output_filter: Sequence[str] = ()) -> PredictResult:
-        """Run a predict signature. ``decode(signature)`` yields the input arrays."""
+    def predict(
+        self, spec: ModelSpec, decode: Decode, output_filter: Sequence[str] = (), deadline: float | None = None
+    ) -> PredictResult:
+        """Run a predict signature. ``decode(signature)`` yields the input arrays.
+
+        ``deadline``: ``time.monotonic()`` value after which the request is not run any more
+        (DEADLINE_EXCEEDED); None: no deadline. See the module docstring.
+        """
         with self._handle(spec) as handle:
             servable = self._inference(handle)
             name = spec.signature_name or DEFAULT_SIGNATURE
@@ -173,7 +207,16 @@ class DataPlane:
             inputs = decode(signature)
             check_inputs(signature, inputs)
             check_output_filter(signature, output_filter)
-            outputs = servable.run(name, inputs, tuple(output_filter))
+            if deadline is None:
+                outputs = servable.run(name, inputs, tuple(output_filter))
+            elif time.monotonic() >= deadline:
+                raise DeadlineExceededError(
+                    f"The request's deadline passed before {handle.id} could run it; it was not run"
+                )
+            elif _takes_deadline(servable):
+                outputs = servable.run(name, inputs, tuple(output_filter), deadline=deadline)  # type: ignore[call-arg]
+            else:
+                outputs = servable.run(name, inputs, tuple(output_filter))
             return PredictResult(handle.id, name, signature, outputs)
 
     # -- classify / regress ------------------------------------------------------------

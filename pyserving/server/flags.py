@@ -105,11 +105,13 @@ class FlagSpec:
     field: str = ""
     #: a pyserving flag that TF Serving does not have
     extension: bool = False
+    #: another name of the flag named here (same field; the last one given wins)
+    alias_of: str = ""
 
     @property
     def option(self) -> str:
         """The :class:`ModelServerOptions` field holding the value."""
-        return self.field or self.name
+        return self.field or self.alias_of or self.name
 
 
 _I, _L, _NA = FlagStatus.IMPLEMENTED, FlagStatus.LATER, FlagStatus.NOT_APPLICABLE
@@ -169,12 +171,17 @@ FLAGS: tuple[FlagSpec, ...] = (
     _f("tensorflow_inter_op_parallelism", int, 0, _I,
        "Ops run concurrently; 0 lets TensorFlow decide. Setting all three parallelism flags is an error.",
        int_bits=64),
+    # batching
+    _f("enable_batching", bool, False, _I,
+       "Batch concurrent requests to the same TensorFlow model, version and signature into one model call "
+       "(without --batching_parameters_file: up to 32 rows per call, no waiting, one thread per CPU)."),
+    _f("batching_parameters_file", str, "", _I,
+       "Text-format BatchingParameters (TF Serving's); fields left out take TF Serving's defaults. "
+       "Needs --enable_batching."),
+    _f("enable_per_model_batching_parameters", bool, False, _I,
+       "Read each model's batching parameters from batching_params.pbtxt in its version directory; "
+       "versions without one are not batched. Needs --enable_batching."),
     # LATER
-    _f("enable_batching", bool, False, _L, "Batch requests across callers.", feature="batching"),
-    _f("batching_parameters_file", str, "", _L,
-       "Text-format BatchingParameters; needs --enable_batching.", feature="batching"),
-    _f("enable_per_model_batching_parameters", bool, False, _L,
-       "Read batching_params.pbtxt from each SavedModel directory.", feature="batching"),
     _f("monitoring_config_file", str, "", _L,
        "Text-format MonitoringConfig (Prometheus endpoint on the REST port).", feature="monitoring"),
     _f("num_request_iterations_for_warmup", int, 0, _L,
@@ -208,6 +215,9 @@ FLAGS: tuple[FlagSpec, ...] = (
        "On SIGTERM/SIGINT: seconds requests in flight get to finish once the server stopped accepting "
        "new ones (then they are cancelled and the models unloaded); >= 0.",
        extension=True),
+    _f("enable_per_model_batching_params", bool, False, _I,
+       "Alias of --enable_per_model_batching_parameters (the name of TF Serving's config field).",
+       extension=True, alias_of="enable_per_model_batching_parameters"),
     _f("total_model_memory_limit_bytes", int, 0, _I,
        "Total estimated RAM of the loaded versions (TF Serving's ServerCore option of this name); a "
        "version that does not fit ends with RESOURCE_EXHAUSTED, the served versions keep serving; 0: no limit.",
@@ -373,6 +383,8 @@ def _tokenize(argv: Sequence[str]) -> tuple[dict[str, FlagValue], list[str]]:
         spec = _BY_NAME.get(name)
         if spec is None:
             raise _unknown(arg, name)
+        if spec.alias_of:  # one value per field: the flag it stands for, last occurrence wins
+            name, spec = spec.alias_of, _BY_NAME[spec.alias_of]
         if spec.type is bool:
             value = _convert(spec, raw) if eq else True
         else:

@@ -15,8 +15,10 @@ when a servicer is built (which may therefore take a while and raise ImportError
 
 Deadlines: an RPC whose client deadline has already passed when it starts running (it
 waited in the thread pool) is answered DEADLINE_EXCEEDED without touching the model.
-A request already running when its deadline passes runs to the end; gRPC drops its answer
-(TF Serving turns the deadline into a session timeout, which Python cannot do).
+Predict hands the deadline to the data plane (as a ``time.monotonic()`` value), so a
+request that waits for a batch past its deadline is dropped before the model runs it.
+A model call already running when its deadline passes runs to the end; gRPC drops its
+answer (TF Serving turns the deadline into a session timeout, which Python cannot do).
 
 Threading and ownership: the servicers keep no per-request state and are safe to call
 from any number of gRPC worker threads at once. They hold, never own, the DataPlane and
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import time
 from typing import Any, Callable, TypeVar
 
 import grpc
@@ -74,6 +78,18 @@ def _rpc(method: _F) -> _F:
         context.abort(code, grpc_message(error.message))
 
     return handler  # type: ignore[return-value]
+
+
+#: A remaining time above this (about 31 years) means the client set no deadline.
+_NO_DEADLINE_S = 1e9
+
+
+def _deadline(context: grpc.ServicerContext) -> float | None:
+    """The RPC's deadline as a ``time.monotonic()`` value; None when the client set none."""
+    remaining = context.time_remaining()
+    if remaining is None or math.isinf(remaining) or remaining > _NO_DEADLINE_S:
+        return None
+    return time.monotonic() + remaining
 
 
 def _spec(request: Any) -> ModelSpec:
@@ -166,7 +182,7 @@ class PredictionServiceServicer:
         def decode(signature: Any) -> dict[str, Any]:
             return {name: to_numpy(tensor) for name, tensor in inputs.items()}
 
-        result = self._data_plane.predict(spec, decode, tuple(request.output_filter))
+        result = self._data_plane.predict(spec, decode, tuple(request.output_filter), _deadline(context))
         response = self._predict_response()
         _fill_spec(response.model_spec, result)
         outputs = response.outputs

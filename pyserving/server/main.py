@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from pyserving.server.batching_config import batching_config_from_flags
 from pyserving.server.core import ServerCoreOptions
 from pyserving.server.flags import FlagError, ModelServerOptions, parse_model_server_args, usage, version_text
 from pyserving.server.model_config import (
@@ -46,13 +47,19 @@ def _auto_threads(value: int, default: int) -> int:
 
 
 def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
-    platform_options = {
-        "tensorflow": {
-            "saved_model_tags": list(o.saved_model_tags),
-            "intra_op_parallelism": o.tensorflow_intra_op_parallelism or o.tensorflow_session_parallelism,
-            "inter_op_parallelism": o.tensorflow_inter_op_parallelism or o.tensorflow_session_parallelism,
-        }
+    """The server's settings for parsed flags. Reads ``--batching_parameters_file`` (raises
+    ServingError naming it when it cannot be read or is invalid)."""
+    tensorflow_options: dict[str, object] = {
+        "saved_model_tags": list(o.saved_model_tags),
+        "intra_op_parallelism": o.tensorflow_intra_op_parallelism or o.tensorflow_session_parallelism,
+        "inter_op_parallelism": o.tensorflow_inter_op_parallelism or o.tensorflow_session_parallelism,
     }
+    batching = batching_config_from_flags(
+        o.enable_batching, o.batching_parameters_file, o.enable_per_model_batching_parameters
+    )
+    if batching is not None:
+        tensorflow_options["batching"] = batching
+    platform_options = {"tensorflow": tensorflow_options}
     cpus = os.cpu_count() or 1
     core = ServerCoreOptions(
         file_system_poll_wait_seconds=float(o.file_system_poll_wait_seconds),

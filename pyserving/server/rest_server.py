@@ -38,9 +38,10 @@ protos) stalls every connection, and no timeout applies. HTTP/1.1 runs one reque
 connection at a time, so the executor queue is bounded by the open connections.
 
 Timeout: a request not answered ``timeout_ms`` after its job was queued gets 504
-(DEADLINE_EXCEEDED). A queued job then never runs; a running one cannot be interrupted
-(TF Serving makes the timeout a session timeout; Python cannot) and finishes in the
-background, its answer dropped.
+(DEADLINE_EXCEEDED). A queued job then never runs; a predict whose deadline (arrival +
+``timeout_ms``) passes while it waits for a batch is dropped before the model runs it; a
+running model call cannot be interrupted (TF Serving makes the timeout a session timeout;
+Python cannot) and finishes in the background, its answer dropped.
 
 Failure: no input crashes the server. A ServingError becomes its HTTP status; anything
 else is logged with its traceback and answered 500 with its type and message.
@@ -56,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
@@ -181,9 +183,13 @@ class _Worker:
         self._limit = max_body_bytes
         self._run = (self._predict, self._classify, self._regress, self._status, self._metadata)
 
-    def __call__(self, kind: int, spec: ModelSpec, body: bytes, gzipped: bool) -> _Reply:
+    def __call__(self, kind: int, spec: ModelSpec, body: bytes, gzipped: bool, deadline: float | None = None) -> _Reply:
+        """``deadline``: ``time.monotonic()`` value after which a predict is not run (None: none)."""
         try:
-            return 200, self._run[kind](spec, gunzip_body(body, self._limit) if gzipped else body)
+            payload = gunzip_body(body, self._limit) if gzipped else body
+            if kind == _PREDICT:
+                return 200, self._predict(spec, payload, deadline)
+            return 200, self._run[kind](spec, payload)
         except BodyTooLarge:
             return _too_large(self._limit)
         except ServingError as exc:
@@ -192,10 +198,10 @@ class _Worker:
             _log.exception("REST request for model %r failed with an unexpected error; answering 500", spec.name)
             return _error_reply(to_serving_error(exc))
 
-    def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
+    def _predict(self, spec: ModelSpec, body: bytes, deadline: float | None = None) -> bytes:
         doc = rest_json.parse_json_body(body)
         decoder = _PredictDecoder(doc)
-        result = self._data_plane.predict(_with_signature(spec, doc), decoder)
+        result = self._data_plane.predict(_with_signature(spec, doc), decoder, deadline=deadline)
         return rest_json.encode_predict_response(result.outputs, decoder.row_format, result.signature)
 
     def _examples(self, spec: ModelSpec, body: bytes) -> tuple[ModelSpec, list[bytes]]:
@@ -330,7 +336,8 @@ class RestApplication:
             return self._work(kind, spec, body, gzipped)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[_Reply] = loop.create_future()
-        job = self._executor.submit(self._work, kind, spec, body, gzipped)
+        deadline = time.monotonic() + self._timeout_s if self._timeout_s else None
+        job = self._executor.submit(self._work, kind, spec, body, gzipped, deadline)
         job.add_done_callback(lambda done: _notify(loop, waiter, done))
         if not self._timeout_s:
             return await waiter

@@ -6,12 +6,14 @@ states); it tracks every handle it hands out so each test checks the data plane 
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pytest
 
 from pyserving.servable.errors import (
+    DeadlineExceededError,
     FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
@@ -183,6 +185,39 @@ def test_bad_inputs_and_filters_never_reach_the_model(plane: DataPlane, core: St
     message = error(InvalidArgumentError, plane.predict, ModelSpec("m", signature_name="two"), x_input(1.0), ["nope"])
     assert message.startswith("output tensor alias not found in signature: nope")
     assert core.servable("m", 3).runs == []
+
+
+class DeadlineAware(Model):
+    """Takes the optional ``deadline`` keyword of ``run`` (as the batching servable does)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(version)
+        self.deadlines: list[float | None] = []
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = (),
+            *, deadline: float | None = None) -> dict:
+        self.deadlines.append(deadline)
+        return super().run(signature_name, inputs, output_filter)
+
+
+def test_predict_hands_the_deadline_to_servables_that_take_it() -> None:
+    aware, plain = DeadlineAware(1), Model(1)
+    core = StaticServingCore({ServableId("aware", 1): aware, ServableId("plain", 1): plain})
+    plane = DataPlane(core)
+    deadline = time.monotonic() + 60
+    assert plane.predict(ModelSpec("aware"), x_input(1.0), deadline=deadline).outputs["y"].tolist() == [2.0]
+    assert plane.predict(ModelSpec("aware"), x_input(1.0)).outputs["y"].tolist() == [2.0]
+    assert aware.deadlines == [deadline, None]
+    assert plane.predict(ModelSpec("plain"), x_input(1.0), deadline=deadline).outputs["y"].tolist() == [2.0]
+    assert plain.runs == [("serving_default", ())]
+    assert core.held_handles() == []
+
+
+def test_predict_past_its_deadline_is_not_run(plane: DataPlane, core: StaticServingCore) -> None:
+    message = error(DeadlineExceededError, plane.predict, ModelSpec("m", version=1), x_input(1.0), (),
+                    time.monotonic() - 1)
+    assert message == f"The request's deadline passed before {ServableId('m', 1)} could run it; it was not run"
+    assert core.servable("m", 1).runs == []
 
 
 def test_a_servable_without_signatures_is_failed_precondition(plane: DataPlane) -> None:

@@ -141,7 +141,7 @@ def test_help_exits_zero_and_lists_flags() -> None:
         (["--model_base_path=/m", "--no_such_flag=1"], "--no_such_flag"),
         (["--model_base_path=/m", "--port=abc"], "--port: 'abc'"),
         ([], "Both server_options.model_base_path and server_options.model_config_file are empty!"),
-        (["--model_base_path=/m", "--enable_batching=true"], "not supported yet: --enable_batching"),
+        (["--model_base_path=/m", "--monitoring_config_file=/m.pbtxt"], "not supported yet: --monitoring_config_file"),
         (["--model_base_path=/m", "--port=0"],
          "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."),
     ],

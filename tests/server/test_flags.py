@@ -84,6 +84,7 @@ TF_SERVING_FLAGS = {
 EXTENSION_FLAGS = {
     "shutdown_grace_seconds": 5.0,
     "total_model_memory_limit_bytes": 0,
+    "enable_per_model_batching_params": False,  # alias of --enable_per_model_batching_parameters
 }
 
 #: Implemented flags: (raw value, parsed field value).
@@ -110,17 +111,18 @@ IMPLEMENTED_SAMPLES = {
     "tensorflow_inter_op_parallelism": ("6", 6),
     "shutdown_grace_seconds": ("0.5", 0.5),
     "total_model_memory_limit_bytes": ("9000000000", 9_000_000_000),
+    "batching_parameters_file": ("/b.pbtxt", "/b.pbtxt"),
 }
 BOOL_IMPLEMENTED = [
     "rest_api_enable_cors_support",
     "enable_grpc_healthcheck_service",
     "allow_version_labels_for_unavailable_models",
     "enable_model_warmup",
+    "enable_batching",
+    "enable_per_model_batching_parameters",
+    "enable_per_model_batching_params",
 ]
 LATER_SAMPLES = {
-    "enable_batching": "true",
-    "batching_parameters_file": "/b.pbtxt",
-    "enable_per_model_batching_parameters": "true",
     "monitoring_config_file": "/m.pbtxt",
     "num_request_iterations_for_warmup": "3",
     "ssl_config_file": "/ssl.pbtxt",
@@ -219,6 +221,8 @@ def test_options_are_frozen() -> None:
 def test_implemented_flag_both_forms(name: str) -> None:
     raw, expected = IMPLEMENTED_SAMPLES[name]
     extra = [] if name in ("model_base_path", "model_config_file") else BASE
+    if name == "batching_parameters_file":
+        extra = extra + ["--enable_batching"]  # TF Serving's check: the file needs --enable_batching
     for argv in ([f"--{name}={raw}"], [f"--{name}", raw]):
         opts = parse_model_server_args(extra + argv)
         assert getattr(opts, spec(name).option) == expected
@@ -230,7 +234,7 @@ def test_bool_forms(name: str) -> None:
     forms = {"": True, "=true": True, "=TRUE": True, "=True": True, "=1": True,
              "=false": False, "=FALSE": False, "=0": False}
     for suffix, expected in forms.items():
-        assert getattr(parse_model_server_args(BASE + [f"--{name}{suffix}"]), name) is expected, suffix
+        assert getattr(parse_model_server_args(BASE + [f"--{name}{suffix}"]), spec(name).option) is expected, suffix
 
 
 def test_bad_bool_values() -> None:
@@ -344,10 +348,21 @@ def test_all_three_parallelism_flags_rejected() -> None:
 def test_batching_parameters_file_without_enable_batching() -> None:
     assert error_of(BASE + ["--batching_parameters_file=/b.pbtxt"]) == (
         "server_options.batching_parameters_file is set without setting server_options.enable_batching to true.")
-    # With --enable_batching the TF Serving check passes and the LATER rule applies.
-    message = error_of(BASE + ["--enable_batching", "--batching_parameters_file=/b.pbtxt"])
-    assert message.startswith("not supported yet: --enable_batching=true (batching), "
-                              "--batching_parameters_file=/b.pbtxt (batching)")
+    opts = parse_model_server_args(BASE + ["--enable_batching", "--batching_parameters_file=/b.pbtxt"])
+    assert opts.enable_batching is True and opts.batching_parameters_file == "/b.pbtxt"
+
+
+def test_per_model_batching_alias_sets_the_same_field_last_one_wins() -> None:
+    assert spec("enable_per_model_batching_params").option == "enable_per_model_batching_parameters"
+    opts = parse_model_server_args(BASE + ["--enable_batching", "--enable_per_model_batching_params"])
+    assert opts.enable_per_model_batching_parameters is True
+    assert "enable_per_model_batching_parameters" in opts.explicit_flags
+    opts = parse_model_server_args(BASE + ["--enable_per_model_batching_params=true",
+                                           "--enable_per_model_batching_parameters=false"])
+    assert opts.enable_per_model_batching_parameters is False
+    opts = parse_model_server_args(BASE + ["--enable_per_model_batching_parameters=false",
+                                           "--enable_per_model_batching_params"])
+    assert opts.enable_per_model_batching_parameters is True
 
 
 def test_rest_port_equal_to_grpc_port() -> None:
@@ -435,7 +450,8 @@ def test_usage_lists_every_flag_with_default_and_status() -> None:
     assert "--port  (int32, default: 8500; implemented)" in text
     assert "--rest_api_port  (int32, default: 8501; implemented)" in text
     assert "[TF Serving default: 0]" in text
-    assert "--enable_batching  (bool, default: false; later: batching)" in text
+    assert "--enable_batching  (bool, default: false; implemented)" in text
+    assert "--monitoring_config_file  (str, default: ''; later: monitoring)" in text
     assert "--model_name  (str, default: 'default'; implemented)" in text
     assert "--skip_initialize_tpu  (bool, default: false; not applicable)" in text
     assert "--load_retry_interval_micros  (int64, default: 60000000; implemented)" in text
