@@ -32,6 +32,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.2", "requests>=2.31"],
+        # benchmarks/run.py: the course-style FastAPI baseline, and py-spy for the request-path profile
+        "bench": ["fastapi>=0.110", "py-spy>=0.3.14"],
     },
     entry_points={
         "console_scripts": [
