@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -26,6 +25,7 @@ from pyserving.servable.ids import ServableId, ServableRequest
 from pyserving.servable.state import ManagerState as M
 from pyserving.servable.state import ServableState
 from pyserving.sources.source import connect
+from tests.support.polling import poll_until as wait_for
 from pyserving.testing import FakeLoader, FakeSource
 
 
@@ -33,14 +33,6 @@ def sid(version: int, name: str = "m") -> ServableId:
     return ServableId(name, version)
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.001)
-    return True
 
 
 class Rig:

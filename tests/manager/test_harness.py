@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from typing import Callable
 
 import pytest
 
@@ -17,20 +15,13 @@ from pyserving.servable.errors import (
     UnavailableError,
 )
 from pyserving.servable.ids import ServableId
+from tests.support.polling import poll_until as wait_for
 from pyserving.testing import FakeLoader
 
 SID = ServableId("m", 1)
 NO_RETRY = RetryPolicy(max_retries=0, interval_s=0)
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.001)
-    return True
 
 
 def ready_harness(loader: FakeLoader | None = None) -> LoaderHarness:

@@ -55,7 +55,6 @@ class Recorder:
 
     def __call__(self, batch: Batch[Any]) -> list[Any]:
         with self._lock:
-            number = len(self.batches)
             self.batches.append([(t.payload, t.offset, t.size) for t in batch.tasks])
             self.padded.append(batch.padded_size)
         if any(t.payload[0] == "block" for t in batch.tasks):

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from tests.support.saved_models import write_half_plus_two_tf1
+from tests.support.polling import wait_for as poll_wait_for
 from tests.support.server_process import ServerProcess, free_port, start_model_server
 
 pytestmark = pytest.mark.slow
@@ -70,19 +71,8 @@ def copy_demo(base_path: Path, version: int) -> Path:
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = CHANGE_WAIT_S) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-        except (requests.RequestException, grpc.RpcError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.1)  # polling interval of a bounded wait, not synchronisation
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}; last result: {last!r}")
+    """Poll ``condition`` until truthy (a server not answering yet counts as "not yet")."""
+    return poll_wait_for(condition, what, timeout_s, 0.1, (requests.RequestException, grpc.RpcError))
 
 
 def run_to_exit(args: list[str], program: str = "pyserving-model-server", timeout_s: float = 60.0) -> tuple[int, str]:

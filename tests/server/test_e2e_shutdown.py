@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import requests
 
+from tests.support.polling import wait_for as poll_wait_for
 from tests.support.server_process import ServerProcess, free_port, start_model_server
 
 pytestmark = pytest.mark.slow
@@ -102,19 +103,8 @@ def write_version(base: Path, version: int, ram: int | None = None) -> Path:
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = CHANGE_WAIT_S) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-        except (requests.RequestException, grpc.RpcError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.05)  # polling interval of a bounded wait, not synchronisation
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}; last result: {last!r}")
+    """Poll ``condition`` until truthy (a server not answering yet counts as "not yet")."""
+    return poll_wait_for(condition, what, timeout_s, 0.05, (requests.RequestException, grpc.RpcError))
 
 
 def rest(port: int, path: str) -> str:

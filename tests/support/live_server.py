@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import grpc
-import pytest
 
+from tests.support.polling import wait_for as poll_wait_for
 from tests.support.model_drops import lifecycle, write_config
 from tests.support.server_process import ServerProcess, start_model_server
 from tests.support.status_watch import StatusWatcher
@@ -60,14 +60,7 @@ class Server:
 
 def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = CHANGE_WAIT_S) -> Any:
     """Poll ``condition`` until truthy; fail naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.02)  # polling interval of a bounded wait, not synchronisation
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}; last result: {last!r}")
+    return poll_wait_for(condition, what, timeout_s, 0.02)
 
 
 def wait_states(server: Server, model: str, wanted: dict[int, str]) -> float:
