@@ -49,6 +49,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import free_port, tree_cpu_seconds  # noqa: E402  (the shared process helpers)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PATH = "/v1/models/half_plus_two:predict"
@@ -177,12 +180,6 @@ class _HalfPlusTwo:
 
 # -- process helpers --------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -200,29 +197,6 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"server on port {port} not ready after {timeout_s}s")
-
-
-def _cpu_seconds(root_pid: int) -> float:
-    """utime+stime of ``root_pid`` and its live descendants (Linux /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(entry), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        times[pid] = (int(fields[11]) + int(fields[12])) / ticks
-    total, todo = 0.0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        total += times.get(pid, 0.0)
-        todo.extend(children.get(pid, []))
-    return total
 
 
 # -- load generators --------------------------------------------------------------------
@@ -300,7 +274,7 @@ class Cell:
 def measure(
     stack: str, clients_list: list[int], runs: int, duration_s: float, use_wrk: bool, pool_threads: int
 ) -> dict[int, Cell]:
-    port = _free_port()
+    port = free_port()
     command, cwd = _server_command(stack, port, pool_threads)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     proc = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True)
@@ -315,10 +289,10 @@ def measure(
         for clients in clients_list:
             samples = []
             for _ in range(runs):
-                cpu0 = _cpu_seconds(proc.pid)
+                cpu0 = tree_cpu_seconds(proc.pid)
                 t0 = time.monotonic()
                 rps, p50, bad = load(clients, duration_s)
-                cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
+                cpu = (tree_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
                 samples.append(Cell(rps, p50, cpu, bad))
             result[clients] = Cell(
                 statistics.median(s.rps for s in samples),
