@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,6 +15,7 @@ from pyserving.loaders.platform import get_platform
 from pyserving.servable.batcher import BatchScheduler
 from pyserving.servable.ids import ServableId
 from pyserving.sources.storage_path import StoragePath
+from tests.support.concurrency import hammer
 from tests.support.saved_models import write_half_plus_two_tf1
 
 pytestmark = pytest.mark.slow
@@ -60,24 +60,7 @@ def _examples(xs: list[float]) -> list[bytes]:
 
 
 def _hammer(clients: int, calls: int, one_call: Callable[[int, int], str | None]) -> list[str]:
-    failures: list[str] = []
-
-    def client(number: int) -> None:
-        for call in range(calls):
-            try:
-                problem = one_call(number, call)
-            except Exception as exc:  # noqa: BLE001 - reported below
-                problem = repr(exc)
-            if problem:
-                failures.append(f"client {number} call {call}: {problem}")
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT_S)
-    assert not any(thread.is_alive() for thread in threads)
-    return failures
+    return hammer(clients, calls, one_call, WAIT_S)
 
 
 def test_concurrent_predict_classify_regress_get_their_own_answers(loaded: BatchingServable) -> None:

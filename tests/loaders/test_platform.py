@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import pytest
 
 from pyserving.loaders import Loader, Platform, SimpleLoader, get_platform, platform_names, register_platform
-from pyserving.loaders import platform as registry
 from pyserving.servable.errors import InvalidArgumentError, NotFoundError
 from pyserving.servable.ids import ServableId
 from pyserving.sources.storage_path import StoragePath
@@ -23,17 +22,6 @@ def make_loader(servable_id: ServableId, storage_path: StoragePath, options: Map
 LAZY_PLATFORM = Platform(name="lazy-test", create_loader=make_loader)
 
 
-@pytest.fixture(autouse=True)
-def restore_registry() -> Iterator[None]:
-    """Each test starts from, and leaves behind, the registry as it was."""
-    with registry._lock:
-        platforms, lazy = dict(registry._platforms), dict(registry._lazy)
-    yield
-    with registry._lock:
-        registry._platforms.clear()
-        registry._platforms.update(platforms)
-        registry._lazy.clear()
-        registry._lazy.update(lazy)
 
 
 def test_builtin_platforms_are_known_without_importing_them() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pytest
 
@@ -16,7 +16,6 @@ from pyserving.loaders import (
     readiness_check,
     register_platform,
 )
-from pyserving.loaders import platform as registry
 from pyserving.servable.data import ServableData
 from pyserving.servable.errors import Code, InternalError, InvalidArgumentError, NotFoundError, UnavailableError
 from pyserving.servable.ids import ServableId
@@ -37,16 +36,6 @@ class Collector:
         self.calls.append((name, list(versions)))
 
 
-@pytest.fixture(autouse=True)
-def restore_registry() -> Iterator[None]:
-    with registry._lock:
-        platforms, lazy = dict(registry._platforms), dict(registry._lazy)
-    yield
-    with registry._lock:
-        registry._platforms.clear()
-        registry._platforms.update(platforms)
-        registry._lazy.clear()
-        registry._lazy.update(lazy)
 
 
 def wire(adapter: StoragePathAdapter) -> tuple[FakeSource, Collector]:

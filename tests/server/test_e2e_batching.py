@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import requests
 
+from tests.support.concurrency import hammer
 from tests.support.saved_models import write_half_plus_two_tf1
 from tests.support.server_process import ServerProcess, free_port, start_model_server
 
@@ -93,27 +93,7 @@ def _examples_request(kind: str, name: str, signature: str, xs: list[float]) -> 
 
 
 def _hammer(clients: int, calls: int, one_call: Callable[[int, int], str | None]) -> list[str]:
-    """``clients`` threads each making ``calls`` calls at once; the problems they report."""
-    failures: list[str] = []
-    start = threading.Barrier(clients)
-
-    def client(number: int) -> None:
-        start.wait(TIMEOUT_S)
-        for call in range(calls):
-            try:
-                problem = one_call(number, call)
-            except Exception as exc:  # noqa: BLE001 - reported below
-                problem = repr(exc)
-            if problem:
-                failures.append(f"client {number} call {call}: {problem}")
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(4 * TIMEOUT_S)
-    assert not any(thread.is_alive() for thread in threads)
-    return failures
+    return hammer(clients, calls, one_call, 4 * TIMEOUT_S)
 
 
 def _rows(number: int, call: int) -> list[float]:
