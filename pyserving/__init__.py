@@ -34,6 +34,8 @@ from pyserving.manager import (
     ResourceTracker,
     ServableStateMonitor,
 )
+from pyserving.manager.router import Router, RouteChoice
+from pyserving.manager.routes import Arm, HeaderRule, Route, Shadow
 from pyserving.servable.batcher import BatchScheduler
 from pyserving.servable import (
     Code,
@@ -116,4 +118,11 @@ __all__ = [
     "ResourcePreservingPolicy",
     "ResourceTracker",
     "ServableStateMonitor",
+    # routing (A/B, canary, audience segments, shadow traffic)
+    "Router",
+    "RouteChoice",
+    "Route",
+    "Arm",
+    "HeaderRule",
+    "Shadow",
 ]

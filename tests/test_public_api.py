@@ -14,6 +14,7 @@ EXPECTED = {
     "Batcher", "BatchScheduler", "BatchingServable", "BatchingParameters",
     "BasicManager", "BasicManagerOptions", "AspiredVersionsManager", "AspiredVersionsManagerOptions",
     "AvailabilityPreservingPolicy", "ResourcePreservingPolicy", "ResourceTracker", "ServableStateMonitor",
+    "Router", "RouteChoice", "Route", "Arm", "HeaderRule", "Shadow",
 }
 
 

@@ -7,6 +7,8 @@
 * :class:`ResourceTracker` — the resource budget loads reserve against.
 * :class:`LifecycleLog` — one readable log line per state change, plus load / unload /
   swap counters (:class:`LifecycleStatistics`); attach it to any manager's event bus.
+* :class:`Router` — routes (:class:`Route`: weighted arms, sticky segments, header
+  rules, shadow traffic) over any manager; per-arm statistics.
 * :class:`ServingMap`, :class:`LoaderHarness` — the building blocks (snapshot of what is
   served; one version's state machine and handle count).
 """
@@ -29,6 +31,8 @@ from pyserving.manager.policy import (
     ResourcePreservingPolicy,
 )
 from pyserving.manager.resource_tracker import ResourceTracker, ResourceTrackerStatistics
+from pyserving.manager.router import RouteChoice, Router, RoutingManager
+from pyserving.manager.routes import Arm, HeaderRule, Route, Shadow, validate_routes
 from pyserving.manager.serving_map import ServingEntry, ServingMap
 from pyserving.manager.state_monitor import ServableStateAndTime, ServableStateMonitor
 
@@ -53,6 +57,14 @@ __all__ = [
     "ResourcePreservingPolicy",
     "ResourceTracker",
     "ResourceTrackerStatistics",
+    "Router",
+    "RouteChoice",
+    "RoutingManager",
+    "Route",
+    "Arm",
+    "HeaderRule",
+    "Shadow",
+    "validate_routes",
     "ServingEntry",
     "ServingMap",
     "ServableStateAndTime",
