@@ -151,15 +151,21 @@ class ServableStateMonitor:
         with self._lock:
             return list(self._log)
 
-    def forget_unloaded(self) -> None:
-        """Drop every version whose latest state is END."""
+    def forget_unloaded(self, name: str | None = None) -> None:
+        """Drop every version whose latest state is END (only ``name``'s, when given).
+
+        A server that adds a model again after removing it forgets the old END records
+        first, so a wait for the model's newest version sees the new load, not the old end.
+        """
         with self._lock:
-            for name in list(self._states):
-                versions = self._states[name]
+            for stream in [name] if name is not None else list(self._states):
+                versions = self._states.get(stream)
+                if versions is None:
+                    continue
                 for version in [v for v, e in versions.items() if e.state.manager_state is ManagerState.END]:
                     del versions[version]
                 if not versions:
-                    del self._states[name]
+                    del self._states[stream]
 
     # -- waiting -----------------------------------------------------------------------
 

@@ -175,6 +175,11 @@ class ServerCore:
             if self._stopped:
                 raise UnavailableError("Cannot reload the model config: the server is shutting down")
             old_names = {m.name for m in self._models}
+            for model in models:
+                if model.name not in old_names:
+                    # Added again after a removal: its old END records would answer the
+                    # wait below at once ("unloaded"); the new load is what counts.
+                    self.manager.monitor.forget_unloaded(model.name)
             self._install(models)
             new_names = [m.name for m in models if m.name not in old_names]
             self._await_and_label(models, new_names, initial=False)
