@@ -29,6 +29,8 @@ setup(
         "uvicorn>=0.30",
         "httptools>=0.6",
         "orjson>=3.9",
+        # the REST server's event loop: 1.1-1.2x the requests/s of asyncio's (benchmarks/); no Windows build
+        "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.2", "requests>=2.31"],

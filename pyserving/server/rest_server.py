@@ -27,8 +27,8 @@ Bodies: a ``Content-Encoding`` containing ``gzip`` is decompressed. A body (also
 decompressed) over ``max_body_bytes`` gets 413 naming the limit; a declared
 ``Content-Length`` over it is refused before the body is read. JSON rules: ``rest_json``.
 
-Threading: the server runs in its own thread with its own asyncio loop (uvicorn with the
-httptools parser, chosen by ``benchmarks/bench_http_stack.py``). Routing and body reading
+Threading: the server runs in its own thread with its own event loop (uvloop where installed;
+uvicorn with the httptools parser, chosen by ``benchmarks/bench_http_stack.py``). Routing and body reading
 run on the loop; JSON decoding, the data-plane call and JSON encoding of one request run
 as ONE job on a ``ThreadPoolExecutor`` of ``num_threads`` (``rest_api_num_threads``), so a
 slow model never stalls other connections. ``num_threads=0`` runs jobs inline on the loop:
