@@ -27,6 +27,16 @@ and checked is answered DEADLINE_EXCEEDED without running the model. Servables w
 ``run`` accepts a keyword ``deadline`` (an optional extension of ``InferenceServable``;
 the batching servable does) receive it, so a request that waits in a queue past its
 deadline is dropped there instead of computed for nobody.
+
+Routes: with a :class:`~pyserving.manager.router.Router`, a spec whose name is a route
+is answered by the model the router chooses for it (from ``ModelSpec.headers``: header
+rules, the segment key, else weights); every result names the model and version that
+answered. A route picks versions itself, so a spec naming a route and a version or label
+is INVALID_ARGUMENT. Predict, classify, regress and multi-inference calls of a route are
+recorded in its per-arm statistics (latency from resolution to result, errors), and when
+the router chose a shadow for the request, the same call is mirrored to the shadow after
+the main result exists (on the router's shadow thread: it never delays or fails the
+answer). Metadata and status of a route describe the model chosen for the caller.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 from pyserving.servable.errors import (
     DeadlineExceededError,
@@ -64,6 +74,8 @@ from pyserving.servable.validation import (
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from pyserving.manager.router import RouteChoice, Router
+
 __all__ = [
     "ModelSpec",
     "ServingCore",
@@ -75,6 +87,7 @@ __all__ = [
 ]
 
 Decode = Callable[[SignatureSpec], Mapping[str, "np.ndarray"]]
+_R = TypeVar("_R")
 
 #: servable type -> whether it satisfies InferenceServable (checked once per type).
 _RUNS_INFERENCE: dict[type, bool] = {}
@@ -109,12 +122,17 @@ class ServingCore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """TF Serving's ``ModelSpec``, transport-neutral. At most one of version / label."""
+    """TF Serving's ``ModelSpec``, transport-neutral. At most one of version / label.
+
+    ``headers``: the request's REST headers or gRPC metadata (lower-case names), which a
+    route's rules and segment key read; front ends fill it only for route names.
+    """
 
     name: str
     version: int | None = None
     version_label: str | None = None
     signature_name: str = ""
+    headers: Mapping[str, str] | None = None
 
     def request(self, labels: Callable[[str], Mapping[str, int]]) -> ServableRequest:
         if not self.name:
@@ -167,13 +185,57 @@ class MetadataResult:
 class DataPlane:
     """Predict, classify, regress, multi-inference, metadata and status over a core."""
 
-    def __init__(self, core: ServingCore) -> None:
+    def __init__(self, core: ServingCore, router: Router | None = None) -> None:
         self._core = core
+        self._router = router
+
+    @property
+    def router(self) -> Router | None:
+        return self._router
+
+    def is_route(self, name: str) -> bool:
+        """Whether ``name`` is a route (front ends then pass the request's headers)."""
+        return self._router is not None and self._router.is_route(name)
 
     # -- resolution -----------------------------------------------------------------
 
     def _handle(self, spec: ModelSpec) -> ServableHandle[Any]:
         return self._core.get_handle(spec.request(self._core.version_labels))
+
+    def _choose(self, router: Router, spec: ModelSpec) -> RouteChoice:
+        if spec.version is not None or spec.version_label:
+            route = router.get_route(spec.name)
+            models = ", ".join(sorted(route.model_names())) if route is not None else "its models"
+            raise InvalidArgumentError(
+                f"{spec.name} is a route: it chooses the model version itself; to ask for a version or "
+                f"label, call one of its models ({models}) directly"
+            )
+        return router.choose(spec.name, spec.headers)
+
+    def _serve(
+        self,
+        spec: ModelSpec,
+        work: Callable[[ServableHandle[Any]], _R],
+        shadow: Callable[[_R], Callable[[Any], object]] | None = None,
+    ) -> _R:
+        """``work(handle)`` on the version ``spec`` resolves to, directly or through a route
+        (statistics recorded, the shadow call ``shadow(result)`` mirrored)."""
+        router = self._router
+        if router is None or not router.is_route(spec.name):
+            with self._handle(spec) as handle:
+                return work(handle)
+        choice = self._choose(router, spec)
+        started = time.perf_counter()
+        try:
+            with self._core.get_handle(choice.request) as handle:
+                result = work(handle)
+        except BaseException as exc:
+            router.record(choice, time.perf_counter() - started, exc)
+            raise
+        router.record(choice, time.perf_counter() - started)
+        if choice.shadow is not None and shadow is not None:
+            router.mirror(choice, shadow(result))
+        return result
 
     @staticmethod
     def _inference(handle: ServableHandle[Any]) -> InferenceServable:
@@ -198,26 +260,49 @@ class DataPlane:
         ``deadline``: ``time.monotonic()`` value after which the request is not run any more
         (DEADLINE_EXCEEDED); None: no deadline. See the module docstring.
         """
-        with self._handle(spec) as handle:
-            servable = self._inference(handle)
-            name = spec.signature_name or DEFAULT_SIGNATURE
-            signature = servable.signatures.get(name)
-            if signature is None:
-                raise FailedPreconditionError(f'Serving signature key "{name}" not found.')
+        router = self._router
+        if router is None or not router.is_route(spec.name):
+            with self._handle(spec) as handle:
+                return self._predict_on(handle, spec, decode, output_filter, deadline)
+        decoded: list[Mapping[str, Any]] = []
+
+        def keep(signature: SignatureSpec) -> Mapping[str, Any]:
             inputs = decode(signature)
-            check_inputs(signature, inputs)
-            check_output_filter(signature, output_filter)
-            if deadline is None:
-                outputs = servable.run(name, inputs, tuple(output_filter))
-            elif time.monotonic() >= deadline:
-                raise DeadlineExceededError(
-                    f"The request's deadline passed before {handle.id} could run it; it was not run"
-                )
-            elif _takes_deadline(servable):
-                outputs = servable.run(name, inputs, tuple(output_filter), deadline=deadline)  # type: ignore[call-arg]
-            else:
-                outputs = servable.run(name, inputs, tuple(output_filter))
-            return PredictResult(handle.id, name, signature, outputs)
+            decoded.append(inputs)
+            return inputs
+
+        def shadow(result: PredictResult) -> Callable[[Any], object]:
+            return lambda servable: servable.run(result.signature_name, decoded[0], tuple(output_filter))
+
+        return self._serve(spec, lambda handle: self._predict_on(handle, spec, keep, output_filter, deadline), shadow)
+
+    def _predict_on(
+        self,
+        handle: ServableHandle[Any],
+        spec: ModelSpec,
+        decode: Decode,
+        output_filter: Sequence[str],
+        deadline: float | None,
+    ) -> PredictResult:
+        servable = self._inference(handle)
+        name = spec.signature_name or DEFAULT_SIGNATURE
+        signature = servable.signatures.get(name)
+        if signature is None:
+            raise FailedPreconditionError(f'Serving signature key "{name}" not found.')
+        inputs = decode(signature)
+        check_inputs(signature, inputs)
+        check_output_filter(signature, output_filter)
+        if deadline is None:
+            outputs = servable.run(name, inputs, tuple(output_filter))
+        elif time.monotonic() >= deadline:
+            raise DeadlineExceededError(
+                f"The request's deadline passed before {handle.id} could run it; it was not run"
+            )
+        elif _takes_deadline(servable):
+            outputs = servable.run(name, inputs, tuple(output_filter), deadline=deadline)  # type: ignore[call-arg]
+        else:
+            outputs = servable.run(name, inputs, tuple(output_filter))
+        return PredictResult(handle.id, name, signature, outputs)
 
     # -- classify / regress ------------------------------------------------------------
 
@@ -227,16 +312,22 @@ class DataPlane:
         The result's arrays passed :func:`check_classify_outputs`: ``classes`` is
         ``[len(examples), k]`` strings or None, ``scores`` ``[len(examples), k]`` float or None.
         """
-        with self._handle(spec) as handle:
-            return self._classify(handle, self._inference(handle), spec, examples)
+        return self._serve(
+            spec,
+            lambda handle: self._classify(handle, self._inference(handle), spec, examples),
+            lambda result: lambda servable: servable.classify(result.signature_name, list(examples)),
+        )
 
     def regress(self, spec: ModelSpec, examples: Sequence[bytes]) -> RegressResult:
         """Run a regress signature on serialized ``tf.Example`` records.
 
         The result's ``values`` passed :func:`check_regress_output`: float, ``[len(examples)]``.
         """
-        with self._handle(spec) as handle:
-            return self._regress(handle, self._inference(handle), spec, examples)
+        return self._serve(
+            spec,
+            lambda handle: self._regress(handle, self._inference(handle), spec, examples),
+            lambda result: lambda servable: servable.regress(result.signature_name, list(examples)),
+        )
 
     def multi_inference(
         self, tasks: Sequence[tuple[ModelSpec, str]], examples: Sequence[bytes]
@@ -260,9 +351,10 @@ class DataPlane:
             seen.add(signature_name)
             if method not in (CLASSIFY_METHOD, REGRESS_METHOD):
                 raise UnimplementedError(f"Unsupported signature method_name: {method}")
-        results: list[ClassifyResult | RegressResult] = []
-        with self._handle(first) as handle:
+
+        def work(handle: ServableHandle[Any]) -> list[ClassifyResult | RegressResult]:
             servable = self._inference(handle)
+            results: list[ClassifyResult | RegressResult] = []
             for spec, method in tasks:
                 signature_name = spec.signature_name or DEFAULT_SIGNATURE
                 if signature_name not in servable.signatures:
@@ -271,7 +363,17 @@ class DataPlane:
                     results.append(self._classify(handle, servable, spec, examples))
                 else:
                     results.append(self._regress(handle, servable, spec, examples))
-        return results
+            return results
+
+        def shadow(results: list[ClassifyResult | RegressResult]) -> Callable[[Any], object]:
+            def mirror(servable: Any) -> None:
+                for result in results:
+                    method = servable.classify if isinstance(result, ClassifyResult) else servable.regress
+                    method(result.signature_name, list(examples))
+
+            return mirror
+
+        return self._serve(first, work, shadow)
 
     def _classify(
         self, handle: ServableHandle[Any], servable: InferenceServable, spec: ModelSpec, examples: Sequence[bytes]
@@ -328,21 +430,30 @@ class DataPlane:
         for field in fields:
             if field != "signature_def":
                 raise InvalidArgumentError(f"Metadata field {field} is not supported")
-        with self._handle(spec) as handle:
-            servable = handle.servable
-            signature_defs = getattr(servable, "signature_def_map", None)
-            if callable(signature_defs):
-                defs = signature_defs()
-            else:
-                from pyserving.server.signature_defs import signature_defs_from_specs
+        return self._serve(spec, self._metadata_of)
 
-                defs = signature_defs_from_specs(self._inference(handle).signatures)
-            return MetadataResult(handle.id, defs)
+    def _metadata_of(self, handle: ServableHandle[Any]) -> MetadataResult:
+        servable = handle.servable
+        signature_defs = getattr(servable, "signature_def_map", None)
+        if callable(signature_defs):
+            defs = signature_defs()
+        else:
+            from pyserving.server.signature_defs import signature_defs_from_specs
+
+            defs = signature_defs_from_specs(self._inference(handle).signatures)
+        return MetadataResult(handle.id, defs)
 
     def status(self, spec: ModelSpec) -> list[ServableState]:
         """Every known version of the model, highest first (the label is ignored, as in TF Serving)."""
         if not spec.name:
             raise InvalidArgumentError("ModelSpec has no name specified.")
+        router = self._router
+        if router is not None and router.is_route(spec.name):
+            request = self._choose(router, spec).request
+            version = request.version
+            if request.version_label:
+                version = self._core.version_labels(request.name).get(request.version_label)
+            spec = ModelSpec(request.name, version)
         states = self._core.version_states(spec.name)
         if spec.version is not None:
             states = [s for s in states if s.id.version == spec.version]

@@ -222,6 +222,22 @@ FLAGS: tuple[FlagSpec, ...] = (
        "Total estimated RAM of the loaded versions (TF Serving's ServerCore option of this name); a "
        "version that does not fit ends with RESOURCE_EXHAUSTED, the served versions keep serving; 0: no limit.",
        int_bits=64, extension=True),
+    _f("routing_config_file", str, "", _I,
+       "Text-format RoutingConfig (pyserving/protos/routing.proto): routes that clients call like models, "
+       "spread over models by weight, sticky segment key and header rules, with optional shadow traffic.",
+       extension=True),
+    _f("routing_config_file_poll_wait_seconds", int, 0, _I,
+       "Seconds between re-reads of --routing_config_file; 0 (or negative) reads it at startup and on SIGHUP only.",
+       extension=True),
+    _f("enable_admin_api", bool, False, _I,
+       "Serve the management API under /v1/admin/ on the REST port: models, labels and routes changed live.",
+       extension=True),
+    _f("admin_token_file", str, "", _I,
+       "File holding the bearer token the admin API requires (Authorization: Bearer <token>); needs "
+       "--enable_admin_api.", extension=True),
+    _f("admin_persist_config", bool, False, _I,
+       "Write admin API changes back (atomically) to --model_config_file and --routing_config_file, so they "
+       "survive a restart; needs --enable_admin_api and --model_config_file.", extension=True),
     # actions
     _f("version", bool, False, _I, "Print the versions and exit.", field="show_version"),
     _f("help", bool, False, _I, "Print this text and exit.", field="show_help"),
@@ -287,6 +303,11 @@ class ModelServerOptions:
     skip_initialize_tpu: bool = False
     shutdown_grace_seconds: float = 5.0  # pyserving extension
     total_model_memory_limit_bytes: int = 0  # pyserving extension; 0: no limit
+    routing_config_file: str = ""  # pyserving extension
+    routing_config_file_poll_wait_seconds: int = 0  # pyserving extension
+    enable_admin_api: bool = False  # pyserving extension
+    admin_token_file: str = ""  # pyserving extension
+    admin_persist_config: bool = False  # pyserving extension
     show_version: bool = False  # --version: print version_text() and exit 0
     show_help: bool = False  # --help: print usage() and exit 0
     #: Names of the flags given on the command line (without ``--``).
@@ -444,6 +465,15 @@ def _validate(opts: ModelServerOptions) -> None:
             raise FlagError(f"--{name} must be >= {lowest}, got {value}")
     if opts.shutdown_grace_seconds < 0:
         raise FlagError(f"--shutdown_grace_seconds must be >= 0, got {_show(opts.shutdown_grace_seconds)}")
+    if (opts.admin_token_file or opts.admin_persist_config) and not opts.enable_admin_api:
+        which = "--admin_token_file" if opts.admin_token_file else "--admin_persist_config"
+        raise FlagError(f"{which} is set without --enable_admin_api")
+    if opts.admin_persist_config and not opts.model_config_file:
+        raise FlagError(
+            "--admin_persist_config needs --model_config_file: admin changes are written back to that file"
+        )
+    if opts.enable_admin_api and not opts.rest_api_port:
+        raise FlagError("--enable_admin_api needs the REST port (--rest_api_port > 0): the admin API is REST")
     if opts.total_model_memory_limit_bytes < 0:
         raise FlagError(
             f"--total_model_memory_limit_bytes must be >= 0 (0 = no limit), got {opts.total_model_memory_limit_bytes}"

@@ -28,6 +28,7 @@ ReloadConfig RPCs call it concurrently (nothing here serializes them).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -92,10 +93,21 @@ def _deadline(context: grpc.ServicerContext) -> float | None:
     return time.monotonic() + remaining
 
 
-def _spec(request: Any) -> ModelSpec:
+def _spec(request: Any, data_plane: DataPlane | None = None, context: grpc.ServicerContext | None = None) -> ModelSpec:
+    """The request's ModelSpec; for a route name, with the call's metadata as its headers
+    (a route's rules and segment key read them)."""
     if not request.HasField("model_spec"):
         raise InvalidArgumentError("Missing ModelSpec")
-    return spec_from_proto(request.model_spec)
+    spec = spec_from_proto(request.model_spec)
+    if data_plane is not None and context is not None and data_plane.is_route(spec.name):
+        spec = _with_metadata(spec, context)
+    return spec
+
+
+def _with_metadata(spec: ModelSpec, context: grpc.ServicerContext) -> ModelSpec:
+    metadata = context.invocation_metadata() or ()
+    headers = {key.lower(): value for key, value in metadata if isinstance(value, str)}  # "-bin" keys are bytes
+    return dataclasses.replace(spec, headers=headers)
 
 
 def _fill_spec(target: Any, result: Any) -> None:
@@ -175,7 +187,7 @@ class PredictionServiceServicer:
 
     @_rpc
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
-        spec = _spec(request)
+        spec = _spec(request, self._data_plane, context)
         inputs = request.inputs
         to_numpy = self._to_numpy
 
@@ -193,7 +205,7 @@ class PredictionServiceServicer:
 
     @_rpc
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
-        spec = _spec(request)
+        spec = _spec(request, self._data_plane, context)
         examples = _serialized_examples(request.input)
         result = self._data_plane.classify(spec, examples)
         response = self._classification_response()
@@ -203,7 +215,7 @@ class PredictionServiceServicer:
 
     @_rpc
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
-        spec = _spec(request)
+        spec = _spec(request, self._data_plane, context)
         examples = _serialized_examples(request.input)
         result = self._data_plane.regress(spec, examples)
         response = self._regression_response()
@@ -215,6 +227,8 @@ class PredictionServiceServicer:
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
         # As TF Serving: a task without a model_spec has the empty spec (no "Missing ModelSpec").
         tasks = [(spec_from_proto(task.model_spec), task.method_name) for task in request.tasks]
+        if tasks and self._data_plane.is_route(tasks[0][0].name):
+            tasks = [(_with_metadata(spec, context), method) for spec, method in tasks]
         examples = _serialized_examples(request.input)
         results = self._data_plane.multi_inference(tasks, examples)
         response = self._multi_inference_response()
@@ -229,7 +243,7 @@ class PredictionServiceServicer:
 
     @_rpc
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-        spec = _spec(request)
+        spec = _spec(request, self._data_plane, context)
         result = self._data_plane.metadata(spec, tuple(request.metadata_field))
         return metadata_response(result.id, result.signature_def_map)
 
@@ -255,7 +269,7 @@ class ModelServiceServicer:
 
     @_rpc
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return status_response(self._data_plane.status(_spec(request)))
+        return status_response(self._data_plane.status(_spec(request, self._data_plane, context)))
 
     @_rpc
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:

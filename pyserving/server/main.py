@@ -11,6 +11,9 @@ Shutdown (:func:`run_until_signalled`): the first SIGTERM or SIGINT starts
 :meth:`ModelServer.stop` on a separate thread: not ready first (health NOT_SERVING,
 ``/v1/health/ready`` 503), then no new connections or RPCs, requests in flight get
 ``--shutdown_grace_seconds`` (default 5) to finish, then every model is unloaded.
+
+SIGHUP re-reads ``--model_config_file`` and ``--routing_config_file`` (on a thread of its
+own; a bad file is logged and changes nothing).
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
         allow_version_labels_for_unavailable_models=o.allow_version_labels_for_unavailable_models,
         total_model_memory_limit_bytes=o.total_model_memory_limit_bytes or None,  # 0: no budget
     )
+    admin_token = None
+    if o.admin_token_file:
+        from pyserving.server.admin_api import load_admin_token
+
+        admin_token = load_admin_token(o.admin_token_file)
     host = os.environ.get("PYSERVING_HOST", "0.0.0.0")
     return ModelServerSettings(
         grpc_host=host,
@@ -87,6 +95,11 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
         config_poll_s=float(o.model_config_file_poll_wait_seconds),
         tensor_content_outputs=o.enable_serialization_as_tensor_content,
         shutdown_grace_s=o.shutdown_grace_seconds,
+        routing_config_file=o.routing_config_file,
+        routing_poll_s=float(o.routing_config_file_poll_wait_seconds),
+        enable_admin_api=o.enable_admin_api,
+        admin_token=admin_token,
+        admin_persist=o.admin_persist_config,
         core=core,
     )
 
@@ -144,7 +157,13 @@ def run_until_signalled(server: ModelServer) -> None:
         )
         threading.Thread(target=server.stop, name="pyserving-shutdown", daemon=True).start()
 
+    def on_hangup(_signum: int, _frame: object) -> None:
+        if not shutting_down.is_set():
+            threading.Thread(target=server.reload_config_files, name="pyserving-sighup", daemon=True).start()
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     try:
         while not server.wait(0.5):
             pass

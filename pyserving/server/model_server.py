@@ -24,6 +24,13 @@ Readiness (``core.readiness``) and the life-cycle log and counters (``core.lifec
 are the core's; see :mod:`pyserving.server.readiness` and
 :mod:`pyserving.manager.lifecycle_log`.
 
+Configuration: every change of models or routes goes through :attr:`control`
+(a :class:`ControlPlane`): the model-config poll (``config_poll_s``), the routing-config
+poll (``routing_poll_s``), :meth:`reload_config_files` (SIGHUP in the binary), the
+``HandleReloadConfigRequest`` RPC and the admin API (``enable_admin_api``). Routes
+(``routing_config_file``) are read once the models settled; :attr:`router` spreads their
+requests over the models and keeps per-arm statistics.
+
 Failure: ``start`` raises :class:`ServingError` when a model cannot be loaded at startup or
 a port cannot be bound; everything it had started is stopped again first. Ports open only
 after the models settled (TF Serving's behaviour), so a client that can connect is served.
@@ -36,8 +43,10 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from pyserving.manager.router import Router
+from pyserving.server.control_plane import ControlPlane
 from pyserving.server.core import ServerCore, ServerCoreOptions
 from pyserving.server.data_plane import DataPlane
 from pyserving.server.model_config import ModelEntry, load_model_server_config, models_from_config
@@ -68,6 +77,15 @@ class ModelServerSettings:
     tensor_content_outputs: bool = False
     #: seconds requests in flight get to finish once shutdown began (``--shutdown_grace_seconds``)
     shutdown_grace_s: float = 5.0
+    #: text-format RoutingConfig read after the models settled; re-read every
+    #: ``routing_poll_s`` seconds when > 0, and by :meth:`ModelServer.reload_config_files`
+    routing_config_file: str = ""
+    routing_poll_s: float = 0.0
+    #: serve the admin API on the REST port; ``admin_token``: the bearer token it requires
+    #: (None: none); ``admin_persist``: write its changes back to the config files
+    enable_admin_api: bool = False
+    admin_token: str | None = field(default=None, repr=False)
+    admin_persist: bool = False
     core: ServerCoreOptions = field(default_factory=ServerCoreOptions)
 
 
@@ -76,14 +94,23 @@ class ModelServer:
         self.settings = settings
         self._initial_models = list(models)
         self.core = ServerCore(settings.core)
-        self.data_plane = DataPlane(self.core)
+        core = self.core
+        self.router = Router(core, model_names=lambda: [m.name for m in core.models()])
+        self.data_plane = DataPlane(self.core, self.router)
+        self.control = ControlPlane(
+            self.core,
+            self.router,
+            model_config_file=settings.model_config_file,
+            routing_config_file=settings.routing_config_file,
+            persist=settings.admin_persist,
+        )
         self._grpc: Any = None
         self._rest: Any = None
         self._stopped = threading.Event()
         self._stopping = threading.Event()  # set when stop() begins; ends the config poll
         self._stop_lock = threading.Lock()  # makes stop() run once
         self._stop_started = False
-        self._poller: threading.Thread | None = None
+        self._pollers: list[threading.Thread] = []
 
     # -- ports ---------------------------------------------------------------------------
 
@@ -104,6 +131,15 @@ class ModelServer:
         s = self.settings
         try:
             self.core.start(self._initial_models)
+            if s.routing_config_file:
+                self.control.reload_routes_from_file(force=True)
+                names = ", ".join(r.name for r in self.router.routes()) or "none"
+                _log.info("Routes from %s: %s", s.routing_config_file, names)
+            admin = None
+            if s.enable_admin_api:
+                from pyserving.server.admin_api import AdminApi
+
+                admin = AdminApi(self.control, s.admin_token)
             if s.grpc_port or s.grpc_socket_path:
                 self._grpc = start_grpc_server(
                     self.data_plane,
@@ -122,6 +158,7 @@ class ModelServer:
                 self._rest = start_rest_server(
                     self.data_plane,
                     readiness=self.core.readiness,
+                    admin=admin,
                     options=RestServerOptions(
                         host=s.rest_host,
                         port=s.rest_port,
@@ -133,9 +170,17 @@ class ModelServer:
         except BaseException:
             self.stop()
             raise
-        if s.model_config_file and s.config_poll_s > 0:
-            self._poller = threading.Thread(target=self._poll_config, name="pyserving-config-poll", daemon=True)
-            self._poller.start()
+        polls = [
+            (s.model_config_file, s.config_poll_s, self._reload_models, "config"),
+            (s.routing_config_file, s.routing_poll_s, self._reload_routes, "routing"),
+        ]
+        for path, every_s, reload, what in polls:
+            if path and every_s > 0:
+                thread = threading.Thread(
+                    target=self._poll, args=(every_s, reload), name=f"pyserving-{what}-poll", daemon=True
+                )
+                self._pollers.append(thread)
+                thread.start()
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the server stopped; True if it did within ``timeout_s``."""
@@ -177,6 +222,7 @@ class ModelServer:
             if fronts:
                 _log.info("Stopped serving requests after %.2f s; unloading the models", time.monotonic() - started)
         finally:
+            self.router.close()
             self.core.stop()
             _log.info("Shutdown complete after %.2f s", time.monotonic() - started)
             self._stopped.set()
@@ -186,24 +232,45 @@ class ModelServer:
     def reload_config_proto(self, config: Any) -> None:
         """``HandleReloadConfigRequest``: replace the model list with ``config``'s."""
         models = models_from_config(config, self.core.models(), reload_rpc=True)
-        self.core.reload_config(models)
+        self.control.reload_models(models)
 
-    def _poll_config(self) -> None:
+    def reload_config_files(self) -> None:
+        """Re-read ``model_config_file`` and ``routing_config_file`` now (SIGHUP), models
+        first; errors are logged and leave what is in force unchanged. Blocks while new
+        models load; call it from a thread of its own."""
+        s = self.settings
+        if s.model_config_file and not self._stopping.is_set():
+            self._reload_models(force=True)
+        if s.routing_config_file and not self._stopping.is_set():
+            self._reload_routes(force=True)
+
+    def _poll(self, every_s: float, reload: Callable[[bool], None]) -> None:
+        while not self._stopping.wait(every_s):
+            reload(False)
+
+    def _reload_models(self, force: bool) -> None:
+        # TF Serving's two log lines (PollFilesystemAndReloadConfig): the file is read here
+        # only to tell a bad file from a failed reload; the control plane reads it again
+        # under its lock, so a concurrent admin change is never undone.
         path = self.settings.model_config_file
-        while not self._stopping.wait(self.settings.config_poll_s):
-            try:
-                config = load_model_server_config(path)
-                models = models_from_config(config, self.core.models())
-            except Exception as exc:  # noqa: BLE001 - a bad file must not stop the server
-                _log.error("Failed to read ModelServerConfig file: %s", exc)
-                continue
-            if models == self.core.models():
-                continue
-            try:
-                self.core.reload_config(models)
-                _log.info("Reloaded model config from %s: %s", path, ", ".join(m.name for m in models))
-            except Exception as exc:  # noqa: BLE001
-                _log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc)
+        try:
+            models_from_config(load_model_server_config(path), self.core.models())
+        except Exception as exc:  # noqa: BLE001 - a bad file must not stop the server
+            _log.error("Failed to read ModelServerConfig file: %s", exc)
+            return
+        try:
+            if self.control.reload_models_from_file(force=force):
+                _log.info("Reloaded the model config from %s: %s", path, ", ".join(m.name for m in self.core.models()))
+        except Exception as exc:  # noqa: BLE001
+            _log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc)
+
+    def _reload_routes(self, force: bool) -> None:
+        path = self.settings.routing_config_file
+        try:
+            if self.control.reload_routes_from_file(force=force):
+                _log.info("Reloaded the routes from %s: %s", path, ", ".join(r.name for r in self.router.routes()))
+        except Exception as exc:  # noqa: BLE001 - a bad file must not stop the server
+            _log.error("Failed to reload the routing config file %s; the routes in force stay: %s", path, exc)
 
 
 def _stop_front_end(name: str, handle: Any, grace_s: float) -> None:

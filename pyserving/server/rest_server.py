@@ -16,6 +16,17 @@ the event loop, so a probe is never queued behind busy model calls::
                                503 {"status": "not ready", "reason": "..."} (models without an
                                AVAILABLE version, or "shutting down"; see ``readiness``)
 
+Routes (``--routing_config_file``) are called like models (``/v1/models/{route}:predict``
+and every other model endpoint); their rules and segment key read the request headers.
+Predict, classify, regress and metadata answers carry ``x-pyserving-model`` and
+``x-pyserving-model-version``: the model and version that answered (useful through a route).
+Also pyserving's::
+
+    GET  /v1/routes                  -> {"routes": [statistics, ...]}
+    GET  /v1/routes/{name}           -> one route's per-arm statistics (404 for no such route)
+    *    /v1/admin/...               -> the admin API (``admin_api``; run on the loop's default
+                                        executor, never a model worker); 404 when it is off
+
 ``GET /v1/models`` is 400 "Missing model name in request."; any other ``/v1/...`` path or
 method is 400 "Malformed request: <METHOD> <path>" (the verb and ``metadata`` compare
 case-sensitively, so ``:Predict`` is malformed and ``/METADATA`` is a status request); a
@@ -60,12 +71,19 @@ import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import unquote_to_bytes
 
 import orjson
 
-from pyserving.servable.errors import DeadlineExceededError, InvalidArgumentError, ServingError, UnavailableError
+from pyserving.servable.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    ServingError,
+    UnavailableError,
+)
+from pyserving.servable.ids import ServableId
 from pyserving.server import rest_json
 from pyserving.server.data_plane import DataPlane, ModelSpec
 from pyserving.server.readiness import Readiness
@@ -80,6 +98,9 @@ from pyserving.server.rest_runner import (
     serve_in_thread,
 )
 from pyserving.server.status import http_status, to_serving_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyserving.server.admin_api import AdminApi
 
 __all__ = [
     "RestServerOptions", "RestServerHandle", "RestApplication", "start_rest_server", "route", "DEFAULT_MAX_BODY_BYTES",
@@ -134,7 +155,13 @@ def route(method: str, target: bytes) -> tuple[int, ModelSpec]:
 
 # -- one request's work: in a worker thread, or inline ------------------------------------------
 
-_Reply = tuple[int, bytes]
+#: (HTTP status, JSON body) or (HTTP status, JSON body, extra response headers)
+_Reply = tuple[int, bytes] | tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+
+def _answered_by(served: ServableId) -> list[tuple[bytes, bytes]]:
+    """The headers naming the model and version that answered (also through a route)."""
+    return [(b"x-pyserving-model", served.name.encode("utf-8")), (b"x-pyserving-model-version", b"%d" % served.version)]
 
 
 def _too_large(limit: int, size: int | None = None) -> _Reply:
@@ -188,8 +215,10 @@ class _Worker:
         try:
             payload = gunzip_body(body, self._limit) if gzipped else body
             if kind == _PREDICT:
-                return 200, self._predict(spec, payload, deadline)
-            return 200, self._run[kind](spec, payload)
+                answer, served = self._predict(spec, payload, deadline)
+            else:
+                answer, served = self._run[kind](spec, payload)
+            return (200, answer) if served is None else (200, answer, _answered_by(served))
         except BodyTooLarge:
             return _too_large(self._limit)
         except ServingError as exc:
@@ -198,11 +227,11 @@ class _Worker:
             _log.exception("REST request for model %r failed with an unexpected error; answering 500", spec.name)
             return _error_reply(to_serving_error(exc))
 
-    def _predict(self, spec: ModelSpec, body: bytes, deadline: float | None = None) -> bytes:
+    def _predict(self, spec: ModelSpec, body: bytes, deadline: float | None = None) -> tuple[bytes, ServableId]:
         doc = rest_json.parse_json_body(body)
         decoder = _PredictDecoder(doc)
         result = self._data_plane.predict(_with_signature(spec, doc), decoder, deadline=deadline)
-        return rest_json.encode_predict_response(result.outputs, decoder.row_format, result.signature)
+        return rest_json.encode_predict_response(result.outputs, decoder.row_format, result.signature), result.id
 
     def _examples(self, spec: ModelSpec, body: bytes) -> tuple[ModelSpec, list[bytes]]:
         """With a ``context``, each record is context + example serialized back to back
@@ -211,19 +240,21 @@ class _Worker:
         examples, context = rest_json.examples_from_json(doc)
         return _with_signature(spec, doc), [context + e for e in examples] if context else examples
 
-    def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
+    def _classify(self, spec: ModelSpec, body: bytes) -> tuple[bytes, ServableId]:
         result = self._data_plane.classify(*self._examples(spec, body))
-        return rest_json.encode_classify_response(result.classes, result.scores)
+        return rest_json.encode_classify_response(result.classes, result.scores), result.id
 
-    def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
-        return rest_json.encode_regress_response(self._data_plane.regress(*self._examples(spec, body)).values)
+    def _regress(self, spec: ModelSpec, body: bytes) -> tuple[bytes, ServableId]:
+        result = self._data_plane.regress(*self._examples(spec, body))
+        return rest_json.encode_regress_response(result.values), result.id
 
-    def _status(self, spec: ModelSpec, body: bytes) -> bytes:
+    def _status(self, spec: ModelSpec, body: bytes) -> tuple[bytes, None]:
         from pyserving.server.api_protos import status_response
 
-        return orjson.dumps(_proto_dict(status_response(self._data_plane.status(spec))), option=orjson.OPT_INDENT_2)
+        states = self._data_plane.status(spec)
+        return orjson.dumps(_proto_dict(status_response(states)), option=orjson.OPT_INDENT_2), None
 
-    def _metadata(self, spec: ModelSpec, body: bytes) -> bytes:
+    def _metadata(self, spec: ModelSpec, body: bytes) -> tuple[bytes, ServableId]:
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         from pyserving.server.api_protos import metadata_response
@@ -234,7 +265,7 @@ class _Worker:
         response.metadata["signature_def"].Unpack(defs)
         # As TF Serving: the parts are printed separately, so the Any carries no "@type".
         doc = {"model_spec": _proto_dict(response.model_spec), "metadata": {"signature_def": _proto_dict(defs)}}
-        return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2), result.id
 
 
 # -- the ASGI application ----------------------------------------------------------------------
@@ -248,6 +279,11 @@ _CORS_ORIGIN_RE = re.compile(rb"https?://")
 _JSON = b"application/json"
 _NOT_FOUND = b"<html><title>404 Not Found</title><body><h1>Not Found</h1></body></html>"
 _LIVE_PATH, _READY_PATH = b"/v1/health/live", b"/v1/health/ready"
+_ADMIN_PREFIX, _ROUTES_PREFIX = b"/v1/admin", b"/v1/routes"
+_ROUTE_STATS_RE = re.compile(rb"/v1/routes(?:/([^/:?]+))?")
+_ADMIN_OFF = rest_json.encode_error(
+    "The admin API is off; start the server with --enable_admin_api to manage models and routes"
+)
 _LIVE = orjson.dumps({"status": "live"})
 _READY = orjson.dumps({"status": "ready"})
 _PREFLIGHT_OK = (0, b"")
@@ -257,7 +293,8 @@ _Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 class RestApplication:
     """The ASGI 3 application; runs on one event loop. Jobs go to ``executor`` (None: inline).
-    ``readiness`` answers ``/v1/health/ready`` (None: always ready)."""
+    ``readiness`` answers ``/v1/health/ready`` (None: always ready). ``admin`` answers
+    ``/v1/admin/...`` (None: 404, the admin API is off)."""
 
     def __init__(
         self,
@@ -265,7 +302,10 @@ class RestApplication:
         options: RestServerOptions,
         executor: ThreadPoolExecutor | None,
         readiness: Readiness | None = None,
+        admin: AdminApi | None = None,
     ) -> None:
+        self._data_plane = data_plane
+        self._admin = admin
         self._work = _Worker(data_plane, options.max_body_bytes)
         self._readiness = readiness
         self._executor = executor
@@ -287,16 +327,58 @@ class RestApplication:
             health = self._health(target.lower())
             if health is not None:
                 return await self._send(send, *health, _JSON)
+        if target[:9] == _ADMIN_PREFIX and target[9:10] in (b"", b"/", b"?"):
+            return await self._answer_admin(method, target, scope["headers"], receive, send)
+        if method == "GET" and target[:10] == _ROUTES_PREFIX:
+            stats = self._route_statistics(target)
+            if stats is not None:
+                return await self._send(send, *stats, _JSON)
         try:
-            status, payload = await self._answer(method, target, scope["headers"], receive)
+            reply = await self._answer(method, target, scope["headers"], receive)
         except Disconnected:
             return None
         except Exception as exc:  # a bug in this module: still one JSON answer
             _log.exception("REST request %s %r failed unexpectedly; answering 500", method, target)
-            status, payload = _error_reply(to_serving_error(exc))
-        if status == 0:
+            reply = _error_reply(to_serving_error(exc))
+        if reply[0] == 0:
             return await self._send(send, 200, b"", None)  # accepted CORS preflight
-        return await self._send(send, status, payload, _JSON)
+        return await self._send(send, reply[0], reply[1], _JSON, reply[2] if len(reply) > 2 else ())
+
+    def _route_statistics(self, target: bytes) -> _Reply | None:
+        """``GET /v1/routes/{name}`` (one route's statistics) and ``GET /v1/routes`` (all)."""
+        match = _ROUTE_STATS_RE.fullmatch(target)
+        if match is None:
+            return None
+        router = self._data_plane.router
+        try:
+            if match.group(1) is None:
+                names = sorted(router.route_names()) if router is not None else []
+                return 200, orjson.dumps({"routes": [router.statistics(n) for n in names]})  # type: ignore[union-attr]
+            name = unquote_to_bytes(match.group(1)).decode("utf-8", "replace")
+            if router is None or not router.is_route(name):
+                raise NotFoundError(f"No route named {name}")
+            return 200, orjson.dumps(router.statistics(name))
+        except ServingError as exc:
+            return _error_reply(exc)
+
+    async def _answer_admin(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], receive: _Receive, send: _Send
+    ) -> None:
+        """The management API, on a thread of the loop's default executor: a change may
+        block for as long as a model loads, and must not occupy a model worker."""
+        if self._admin is None:
+            return await self._send(send, 404, _ADMIN_OFF, _JSON)
+        try:
+            body = await read_body(receive, self._limit)
+        except Disconnected:
+            return None
+        if body is None:
+            return await self._send(send, *_too_large(self._limit), _JSON)
+        names = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+        reply = await asyncio.get_running_loop().run_in_executor(
+            None, self._admin.handle, method, target.decode("latin-1"), names, body
+        )
+        await self._send(send, reply.status, reply.body, None, list(reply.headers))
 
     def _health(self, path: bytes) -> _Reply | None:
         if path == _LIVE_PATH:
@@ -325,6 +407,8 @@ class RestApplication:
             kind, spec = route(method, target)
         except ServingError as exc:
             return _error_reply(exc)
+        if self._data_plane.is_route(spec.name):  # its rules and segment key read the headers
+            spec = replace(spec, headers={n.decode("latin-1"): v.decode("latin-1") for n, v in headers})
         body = b""
         if kind < _STATUS:
             if declared is not None and declared > self._limit:
@@ -347,8 +431,15 @@ class RestApplication:
         finally:
             timer.cancel()
 
-    async def _send(self, send: _Send, status: int, payload: bytes, content_type: bytes | None) -> None:
-        headers = [(b"content-length", b"%d" % len(payload)), *self._extra_headers]
+    async def _send(
+        self,
+        send: _Send,
+        status: int,
+        payload: bytes,
+        content_type: bytes | None,
+        extra: list[tuple[bytes, bytes]] | tuple[()] = (),
+    ) -> None:
+        headers = [(b"content-length", b"%d" % len(payload)), *self._extra_headers, *extra]
         if content_type is not None:
             headers.append((b"content-type", content_type))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -386,12 +477,18 @@ def _expire(waiter: asyncio.Future[_Reply], job: Future[_Reply], timeout_s: floa
 
 
 def start_rest_server(
-    data_plane: DataPlane, options: RestServerOptions | None = None, readiness: Readiness | None = None
+    data_plane: DataPlane,
+    options: RestServerOptions | None = None,
+    readiness: Readiness | None = None,
+    admin: AdminApi | None = None,
 ) -> RestServerHandle:
     """Bind, start the server thread, and return once it accepts connections.
 
-    ``readiness`` answers ``GET /v1/health/ready`` (None: always ready). Raises
-    UnavailableError when the port cannot be bound or the server does not start.
+    ``readiness`` answers ``GET /v1/health/ready`` (None: always ready); ``admin`` serves
+    ``/v1/admin/...`` (None: the admin API is off). Raises UnavailableError when the port
+    cannot be bound or the server does not start.
     """
     options = options or RestServerOptions()
-    return serve_in_thread(options, lambda executor: RestApplication(data_plane, options, executor, readiness))
+    return serve_in_thread(
+        options, lambda executor: RestApplication(data_plane, options, executor, readiness, admin)
+    )

@@ -85,6 +85,11 @@ EXTENSION_FLAGS = {
     "shutdown_grace_seconds": 5.0,
     "total_model_memory_limit_bytes": 0,
     "enable_per_model_batching_params": False,  # alias of --enable_per_model_batching_parameters
+    "routing_config_file": "",
+    "routing_config_file_poll_wait_seconds": 0,
+    "enable_admin_api": False,
+    "admin_token_file": "",
+    "admin_persist_config": False,
 }
 
 #: Implemented flags: (raw value, parsed field value).
@@ -111,6 +116,9 @@ IMPLEMENTED_SAMPLES = {
     "tensorflow_inter_op_parallelism": ("6", 6),
     "shutdown_grace_seconds": ("0.5", 0.5),
     "total_model_memory_limit_bytes": ("9000000000", 9_000_000_000),
+    "routing_config_file": ("/r.config", "/r.config"),
+    "routing_config_file_poll_wait_seconds": ("3", 3),
+    "admin_token_file": ("/token", "/token"),
     "batching_parameters_file": ("/b.pbtxt", "/b.pbtxt"),
 }
 BOOL_IMPLEMENTED = [
@@ -121,6 +129,8 @@ BOOL_IMPLEMENTED = [
     "enable_batching",
     "enable_per_model_batching_parameters",
     "enable_per_model_batching_params",
+    "enable_admin_api",
+    "admin_persist_config",
 ]
 LATER_SAMPLES = {
     "monitoring_config_file": "/m.pbtxt",
@@ -223,6 +233,8 @@ def test_implemented_flag_both_forms(name: str) -> None:
     extra = [] if name in ("model_base_path", "model_config_file") else BASE
     if name == "batching_parameters_file":
         extra = extra + ["--enable_batching"]  # TF Serving's check: the file needs --enable_batching
+    if name == "admin_token_file":
+        extra = extra + ["--enable_admin_api"]
     for argv in ([f"--{name}={raw}"], [f"--{name}", raw]):
         opts = parse_model_server_args(extra + argv)
         assert getattr(opts, spec(name).option) == expected
@@ -233,8 +245,10 @@ def test_implemented_flag_both_forms(name: str) -> None:
 def test_bool_forms(name: str) -> None:
     forms = {"": True, "=true": True, "=TRUE": True, "=True": True, "=1": True,
              "=false": False, "=FALSE": False, "=0": False}
+    # --admin_persist_config needs the admin API and a config file to write back to
+    base = BASE + ["--enable_admin_api", "--model_config_file=/m.config"] if name == "admin_persist_config" else BASE
     for suffix, expected in forms.items():
-        assert getattr(parse_model_server_args(BASE + [f"--{name}{suffix}"]), spec(name).option) is expected, suffix
+        assert getattr(parse_model_server_args(base + [f"--{name}{suffix}"]), spec(name).option) is expected, suffix
 
 
 def test_bad_bool_values() -> None:
@@ -492,3 +506,28 @@ def test_bad_grpc_channel_arguments(text: str) -> None:
     with pytest.raises(FlagError, match=re.escape(f"of {text!r} (expected key=value)")):
         parse_grpc_channel_arguments(text)
     assert "--grpc_channel_arguments" in error_of(BASE + [f"--grpc_channel_arguments={text}"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--admin_token_file=/tmp/t"], "--admin_token_file is set without --enable_admin_api"),
+        (["--admin_persist_config"], "--admin_persist_config is set without --enable_admin_api"),
+        (["--enable_admin_api", "--admin_persist_config"], "--admin_persist_config needs --model_config_file"),
+        (["--enable_admin_api", "--rest_api_port=0"], "--enable_admin_api needs the REST port"),
+    ],
+)
+def test_admin_flags_need_each_other(argv: list[str], message: str) -> None:
+    with pytest.raises(FlagError, match=re.escape(message)):
+        parse_model_server_args(["--model_base_path=/m", *argv])
+
+
+def test_routing_and_admin_flags_parse() -> None:
+    options = parse_model_server_args([
+        "--model_config_file=/m.config", "--routing_config_file=/r.config", "--routing_config_file_poll_wait_seconds=2",
+        "--enable_admin_api", "--admin_token_file=/t", "--admin_persist_config=true",
+    ])
+    assert options.routing_config_file == "/r.config"
+    assert options.routing_config_file_poll_wait_seconds == 2
+    assert options.enable_admin_api and options.admin_persist_config
+    assert options.admin_token_file == "/t"
