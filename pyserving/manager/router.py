@@ -329,8 +329,9 @@ class Router:
         """Choose an arm of ``name``, run ``fn(servable)`` on it, count it, mirror it.
 
         Returns ``(fn's result, id of the version that answered)``. An error of
-        ``get_handle`` or ``fn`` is counted against the arm, then re-raised; the request is
-        mirrored either way (a shadow sees the route's traffic, whatever the main answer).
+        ``get_handle`` or ``fn`` is counted against the arm, then re-raised, and the request
+        is not mirrored: the shadow gets the requests that were answered (as the servers do,
+        where a request that failed may not even have decoded inputs to mirror).
         """
         choice = self.choose(name, headers)
         start = time.perf_counter()
@@ -340,8 +341,6 @@ class Router:
                 answered_by = handle.id
         except BaseException as exc:
             self.record(choice, time.perf_counter() - start, exc)
-            if isinstance(exc, Exception):
-                self.mirror(choice, fn)
             raise
         self.record(choice, time.perf_counter() - start)
         self.mirror(choice, fn)

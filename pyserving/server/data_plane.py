@@ -151,10 +151,13 @@ class ModelSpec:
 
 @dataclass(frozen=True, slots=True)
 class PredictResult:
+    """``inputs``: the decoded request tensors (kept for request logging; never modified)."""
+
     id: ServableId
     signature_name: str
     signature: SignatureSpec
     outputs: dict[str, Any]
+    inputs: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,14 +220,18 @@ class DataPlane:
         spec: ModelSpec,
         work: Callable[[ServableHandle[Any]], _R],
         shadow: Callable[[_R], Callable[[Any], object]] | None = None,
+        counted: bool = True,
     ) -> _R:
         """``work(handle)`` on the version ``spec`` resolves to, directly or through a route
-        (statistics recorded, the shadow call ``shadow(result)`` mirrored)."""
+        (``counted``: statistics recorded; the shadow call ``shadow(result)`` mirrored)."""
         router = self._router
         if router is None or not router.is_route(spec.name):
             with self._handle(spec) as handle:
                 return work(handle)
         choice = self._choose(router, spec)
+        if not counted:
+            with self._core.get_handle(choice.request) as handle:
+                return work(handle)
         started = time.perf_counter()
         try:
             with self._core.get_handle(choice.request) as handle:
@@ -302,7 +309,7 @@ class DataPlane:
             outputs = servable.run(name, inputs, tuple(output_filter), deadline=deadline)  # type: ignore[call-arg]
         else:
             outputs = servable.run(name, inputs, tuple(output_filter))
-        return PredictResult(handle.id, name, signature, outputs)
+        return PredictResult(handle.id, name, signature, outputs, inputs)
 
     # -- classify / regress ------------------------------------------------------------
 
@@ -430,7 +437,7 @@ class DataPlane:
         for field in fields:
             if field != "signature_def":
                 raise InvalidArgumentError(f"Metadata field {field} is not supported")
-        return self._serve(spec, self._metadata_of)
+        return self._serve(spec, self._metadata_of, counted=False)
 
     def _metadata_of(self, handle: ServableHandle[Any]) -> MetadataResult:
         servable = handle.servable
