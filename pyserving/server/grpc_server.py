@@ -24,6 +24,10 @@ from all of them at once. Requests beyond ``max_threads`` wait in gRPC's queue.
 :func:`start_grpc_server` returns once the server is started; the handle may be stopped
 from any thread except an RPC worker.
 
+TLS: with ``GrpcServerOptions.tls`` (``--ssl_config_file``) the TCP port and the UNIX socket
+serve TLS only, as in TF Serving; with ``client_verify`` a client certificate signed by
+``custom_ca`` is required (see :mod:`pyserving.server.tls`). Without it both are plaintext.
+
 Ownership and failure: the handle owns the server and its executor. A port or socket
 that cannot be bound raises UNAVAILABLE after stopping what was started, so nothing
 keeps running.
@@ -44,6 +48,8 @@ from pyserving.servable.errors import InvalidArgumentError, UnavailableError
 from pyserving.server.data_plane import DataPlane
 from pyserving.server.grpc_servicers import ModelServiceServicer, PredictionServiceServicer, ReloadConfig
 from pyserving.server.readiness import Readiness, ReadinessStatus
+from pyserving.server.tls import TlsSettings, grpc_server_credentials
+from pyserving.server.request_events import RequestObserver
 
 __all__ = [
     "GrpcServerOptions",
@@ -82,6 +88,8 @@ class GrpcServerOptions:
     gRPC server arguments (``--grpc_channel_arguments``), applied last so they override
     ours. ``max_message_bytes``: receive and send limit in bytes (TF Serving: INT32_MAX).
     ``tensor_content_outputs``: ``--enable_serialization_as_tensor_content``.
+    ``tls``: serve TLS (mutual TLS with ``client_verify``) on the port and the socket
+    (``--ssl_config_file``); None: plaintext.
     SO_REUSEPORT is off unless ``channel_arguments`` turns it on, so a port already
     served by another process is an error instead of silently shared.
     """
@@ -93,6 +101,7 @@ class GrpcServerOptions:
     channel_arguments: Sequence[tuple[str, int | str]] = field(default_factory=list)
     max_message_bytes: int = _INT32_MAX
     tensor_content_outputs: bool = False
+    tls: TlsSettings | None = None
 
     def __post_init__(self) -> None:
         if self.port is not None and not 0 <= self.port <= 65535:
@@ -165,17 +174,21 @@ def start_grpc_server(
     reload_config: ReloadConfig,
     options: GrpcServerOptions | None = None,
     readiness: Readiness | None = None,
+    observers: Sequence[RequestObserver] = (),
 ) -> GrpcServerHandle:
     """Bind, register the services and start serving; raise UNAVAILABLE if a bind fails.
 
     ``readiness``: health follows it (SERVING only while ready); None = always SERVING.
+    ``observers`` receive every finished model request (metrics, request logging).
     """
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
     options = options or GrpcServerOptions()
-    prediction = PredictionServiceServicer(data_plane, tensor_content_outputs=options.tensor_content_outputs)
-    model = ModelServiceServicer(data_plane, reload_config)
+    prediction = PredictionServiceServicer(
+        data_plane, tensor_content_outputs=options.tensor_content_outputs, observers=observers
+    )
+    model = ModelServiceServicer(data_plane, reload_config, observers)
     executor = futures.ThreadPoolExecutor(max_workers=options.max_threads, thread_name_prefix="grpc-rpc")
     server = grpc.server(executor, options=options.server_arguments())
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
@@ -196,15 +209,16 @@ def start_grpc_server(
 
     addresses: list[str] = []
     port: int | None = None
+    credentials = grpc_server_credentials(options.tls) if options.tls is not None else None
     try:
         if options.port is not None:
             host = f"[{options.host}]" if ":" in options.host and not options.host.startswith("[") else options.host
             address = f"{host}:{options.port}"
-            port = _bind(server, address)
+            port = _bind(server, address, credentials)
             addresses.append(f"{host}:{port}")
         if options.socket_path:
             address = f"unix:{options.socket_path}"
-            _bind(server, address)
+            _bind(server, address, credentials)
             addresses.append(address)
         server.start()
     except BaseException:
@@ -213,7 +227,10 @@ def start_grpc_server(
         server.stop(0)
         executor.shutdown(wait=False)
         raise
-    _log.info("Running gRPC ModelServer at %s ...", ", ".join(addresses))
+    security = "plaintext"
+    if options.tls is not None:
+        security = "TLS, client certificates required" if options.tls.client_verify else "TLS"
+    _log.info("Running gRPC ModelServer at %s (%s) ...", ", ".join(addresses), security)
     return GrpcServerHandle(server, executor, health_servicer, port, addresses, subscription)
 
 
@@ -268,9 +285,12 @@ def _health_servicer() -> Any:
     return HealthServicer()
 
 
-def _bind(server: grpc.Server, address: str) -> int:
+def _bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise UnavailableError(f"Could not bind gRPC port at {address}: {exc}") from exc
     if bound == 0:  # older grpcio reports failure this way

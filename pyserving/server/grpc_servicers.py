@@ -33,13 +33,24 @@ import functools
 import logging
 import math
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import grpc
 
 from pyserving.servable.errors import Code, DeadlineExceededError, InvalidArgumentError, ServingError
-from pyserving.server.api_protos import metadata_response, spec_from_proto, status_response
+from pyserving.server.api_protos import (
+    classification_response,
+    fill_classification,
+    fill_regression,
+    fill_spec,
+    metadata_response,
+    predict_response,
+    regression_response,
+    spec_from_proto,
+    status_response,
+)
 from pyserving.server.data_plane import ClassifyResult, DataPlane, ModelSpec, RegressResult
+from pyserving.server.request_events import RequestEvent, RequestObserver, notify
 from pyserving.server.status import grpc_message, to_serving_error
 
 __all__ = ["PredictionServiceServicer", "ModelServiceServicer", "ReloadConfig"]
@@ -58,8 +69,12 @@ def _rpc(method: _F) -> _F:
     """Wrap one RPC: deadline check first, then every failure becomes exactly one gRPC status."""
     name = method.__name__
 
+    observed = name in _OBSERVED_APIS
+
     @functools.wraps(method)
     def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        observers = self._observers if observed else ()
+        started = time.perf_counter() if observers else 0.0
         remaining = context.time_remaining()  # no deadline: a very large number (or None)
         if remaining is not None and remaining <= 0:
             error: ServingError = DeadlineExceededError(
@@ -67,18 +82,56 @@ def _rpc(method: _F) -> _F:
             )
         else:
             try:
-                return method(self, request, context)
+                response = method(self, request, context)
+                if observers:
+                    notify(observers, _event(name, request, response, None, started))
+                return response
             except ServingError as exc:
                 error = exc
             except Exception as exc:  # a bug: report it, keep serving
                 _log.exception("%s failed with an unexpected error; answering INTERNAL", name)
                 error = to_serving_error(exc)
+        if observers:
+            notify(observers, _event(name, request, None, error, started))
         code = _GRPC_CODES.get(int(error.code), grpc.StatusCode.UNKNOWN)
         if code is grpc.StatusCode.OK:  # an error must never read as success
             code = grpc.StatusCode.UNKNOWN
         context.abort(code, grpc_message(error.message))
 
     return handler  # type: ignore[return-value]
+
+
+#: The RPCs reported to request observers (metrics, request logging).
+_OBSERVED_APIS = frozenset({"Predict", "Classify", "Regress", "MultiInference", "GetModelMetadata", "GetModelStatus"})
+#: Requests the request log may keep (the others have no PredictionLog record type).
+_LOGGED_APIS = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
+
+
+def _event(api: str, request: Any, response: Any, error: ServingError | None, started: float) -> RequestEvent:
+    """The observers' view of one finished RPC (the model and version that answered)."""
+    spec = None
+    if response is not None:
+        if api == "MultiInference":
+            spec = response.results[0].model_spec if response.results else None
+        elif api != "GetModelStatus":
+            spec = response.model_spec
+    if spec is not None:
+        model, version = spec.name, spec.version.value
+    else:
+        tasks = getattr(request, "tasks", None)
+        asked = tasks[0].model_spec if tasks else getattr(request, "model_spec", None)
+        model, version = (asked.name if asked is not None else ""), None
+    logged = api in _LOGGED_APIS
+    return RequestEvent(
+        model=model,
+        version=version,
+        api=api,
+        entrypoint="GRPC",
+        status="OK" if error is None else error.code.name,
+        latency_s=time.perf_counter() - started,
+        request=(lambda: request) if logged else None,
+        response=(lambda: response) if logged and response is not None else None,
+    )
 
 
 #: A remaining time above this (about 31 years) means the client set no deadline.
@@ -110,13 +163,6 @@ def _with_metadata(spec: ModelSpec, context: grpc.ServicerContext) -> ModelSpec:
     return dataclasses.replace(spec, headers=headers)
 
 
-def _fill_spec(target: Any, result: Any) -> None:
-    """The response ModelSpec: the name and version that served, and the resolved signature."""
-    target.name = result.id.name
-    target.version.value = result.id.version
-    target.signature_name = result.signature_name
-
-
 def _serialized_examples(input_proto: Any) -> list[bytes]:
     """The request's ``tf.Example`` records, serialized, as TF Serving feeds them to the model.
 
@@ -135,35 +181,6 @@ def _serialized_examples(input_proto: Any) -> list[bytes]:
     return []
 
 
-def _fill_classification(result: Any, classification: ClassifyResult) -> None:
-    """``ClassificationResult`` from the data plane's validated [batch, k] classes and/or scores."""
-    import numpy as np
-
-    classes, scores = classification.classes, classification.scores
-    num_examples, num_classes = (classes if classes is not None else scores).shape
-    labels = classes.tolist() if classes is not None else None
-    values = scores.astype(np.float32).tolist() if scores is not None else None
-    for i in range(num_examples):
-        classes_out = result.classifications.add().classes
-        for j in range(num_classes):
-            entry = classes_out.add()
-            if labels is not None:
-                label = labels[i][j]
-                # Labels are proto strings; undecodable bytes stay visible, never crash.
-                entry.label = label.decode("utf-8", "backslashreplace") if isinstance(label, bytes) else str(label)
-            if values is not None:
-                entry.score = values[i][j]
-
-
-def _fill_regression(result: Any, regression: RegressResult) -> None:
-    """``RegressionResult`` from the data plane's validated [batch] float values."""
-    import numpy as np
-
-    regressions = result.regressions
-    for value in regression.values.astype(np.float32).tolist():
-        regressions.add().value = value
-
-
 class PredictionServiceServicer:
     """``tensorflow.serving.PredictionService`` over a :class:`DataPlane`.
 
@@ -171,18 +188,21 @@ class PredictionServiceServicer:
     Predict outputs as packed ``tensor_content`` instead of typed ``*_val`` fields.
     """
 
-    def __init__(self, data_plane: DataPlane, *, tensor_content_outputs: bool = False) -> None:
-        from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
+    def __init__(
+        self,
+        data_plane: DataPlane,
+        *,
+        tensor_content_outputs: bool = False,
+        observers: Sequence[RequestObserver] = (),
+    ) -> None:
+        from tensorflow_serving.apis import inference_pb2
 
         from pyserving.server import tensor_codec
 
         self._data_plane = data_plane
+        self._observers = tuple(observers)
         self._tensor_content = tensor_content_outputs
         self._to_numpy = tensor_codec.to_numpy
-        self._from_numpy = tensor_codec.from_numpy
-        self._predict_response = predict_pb2.PredictResponse
-        self._classification_response = classification_pb2.ClassificationResponse
-        self._regression_response = regression_pb2.RegressionResponse
         self._multi_inference_response = inference_pb2.MultiInferenceResponse
 
     @_rpc
@@ -195,33 +215,19 @@ class PredictionServiceServicer:
             return {name: to_numpy(tensor) for name, tensor in inputs.items()}
 
         result = self._data_plane.predict(spec, decode, tuple(request.output_filter), _deadline(context))
-        response = self._predict_response()
-        _fill_spec(response.model_spec, result)
-        outputs = response.outputs
-        from_numpy, as_content = self._from_numpy, self._tensor_content
-        for name, array in result.outputs.items():
-            outputs[name].CopyFrom(from_numpy(array, as_tensor_content=as_content))
-        return response
+        return predict_response(result, tensor_content=self._tensor_content)
 
     @_rpc
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
         spec = _spec(request, self._data_plane, context)
         examples = _serialized_examples(request.input)
-        result = self._data_plane.classify(spec, examples)
-        response = self._classification_response()
-        _fill_spec(response.model_spec, result)
-        _fill_classification(response.result, result)
-        return response
+        return classification_response(self._data_plane.classify(spec, examples))
 
     @_rpc
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
         spec = _spec(request, self._data_plane, context)
         examples = _serialized_examples(request.input)
-        result = self._data_plane.regress(spec, examples)
-        response = self._regression_response()
-        _fill_spec(response.model_spec, result)
-        _fill_regression(response.result, result)
-        return response
+        return regression_response(self._data_plane.regress(spec, examples))
 
     @_rpc
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -234,11 +240,11 @@ class PredictionServiceServicer:
         response = self._multi_inference_response()
         for result in results:
             entry = response.results.add()
-            _fill_spec(entry.model_spec, result)
+            fill_spec(entry.model_spec, result)
             if isinstance(result, ClassifyResult):
-                _fill_classification(entry.classification_result, result)
+                fill_classification(entry.classification_result, result)
             elif isinstance(result, RegressResult):
-                _fill_regression(entry.regression_result, result)
+                fill_regression(entry.regression_result, result)
         return response
 
     @_rpc
@@ -260,10 +266,13 @@ class ModelServiceServicer:
     metric is answered with ``int64_value_increase: 0``.
     """
 
-    def __init__(self, data_plane: DataPlane, reload_config: ReloadConfig) -> None:
+    def __init__(
+        self, data_plane: DataPlane, reload_config: ReloadConfig, observers: Sequence[RequestObserver] = ()
+    ) -> None:
         from tensorflow_serving.apis import model_management_pb2
 
         self._data_plane = data_plane
+        self._observers = tuple(observers)
         self._reload_config = reload_config
         self._reload_response = model_management_pb2.ReloadConfigResponse
 

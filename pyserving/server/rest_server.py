@@ -71,7 +71,7 @@ import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -84,9 +84,10 @@ from pyserving.servable.errors import (
     UnavailableError,
 )
 from pyserving.servable.ids import ServableId
-from pyserving.server import rest_json
+from pyserving.server import api_protos, rest_json
 from pyserving.server.data_plane import DataPlane, ModelSpec
 from pyserving.server.readiness import Readiness
+from pyserving.server.request_events import RequestEvent, RequestObserver, notify
 from pyserving.server.rest_runner import (
     DEFAULT_MAX_BODY_BYTES,
     BodyTooLarge,
@@ -202,36 +203,78 @@ def _proto_dict(message: Any) -> dict[str, Any]:
     )
 
 
-class _Worker:
-    """(kind, spec, body) -> (HTTP status, JSON bytes). Never raises."""
+#: A worker method's answer: JSON body, the version that answered (None: not one version),
+#: and (request proto builder, response proto builder) for request logging (None: not logged).
+_Answer = tuple[bytes, "ServableId | None", "tuple[Callable[[], Any], Callable[[], Any]] | None"]
+_API_NAMES = ("predict", "classify", "regress", "status", "metadata")  # TF Serving's REST API labels
 
-    def __init__(self, data_plane: DataPlane, max_body_bytes: int) -> None:
+
+class _Worker:
+    """(kind, spec, body) -> (HTTP status, JSON bytes[, headers]). Never raises.
+
+    ``observers`` get a :class:`RequestEvent` per request (none: nothing is built)."""
+
+    def __init__(self, data_plane: DataPlane, max_body_bytes: int, observers: Sequence[RequestObserver] = ()) -> None:
         self._data_plane = data_plane
         self._limit = max_body_bytes
+        self._observers = tuple(observers)
         self._run = (self._predict, self._classify, self._regress, self._status, self._metadata)
 
-    def __call__(self, kind: int, spec: ModelSpec, body: bytes, gzipped: bool, deadline: float | None = None) -> _Reply:
-        """``deadline``: ``time.monotonic()`` value after which a predict is not run (None: none)."""
+    def __call__(
+        self,
+        kind: int,
+        spec: ModelSpec,
+        body: bytes,
+        gzipped: bool,
+        deadline: float | None = None,
+        arrived: float | None = None,
+    ) -> _Reply:
+        """``deadline``: ``time.monotonic()`` value after which a predict is not run (None:
+        none); ``arrived``: ``time.perf_counter()`` when the request arrived (for observers)."""
+        error: ServingError | None = None
+        served: ServableId | None = None
+        logged = None
         try:
             payload = gunzip_body(body, self._limit) if gzipped else body
             if kind == _PREDICT:
-                answer, served = self._predict(spec, payload, deadline)
+                answer, served, logged = self._predict(spec, payload, deadline)
             else:
-                answer, served = self._run[kind](spec, payload)
-            return (200, answer) if served is None else (200, answer, _answered_by(served))
+                answer, served, logged = self._run[kind](spec, payload)
+            reply: _Reply = (200, answer) if served is None else (200, answer, _answered_by(served))
         except BodyTooLarge:
-            return _too_large(self._limit)
+            error = InvalidArgumentError("request body too large")
+            reply = _too_large(self._limit)
         except ServingError as exc:
-            return _error_reply(exc)
+            error = exc
+            reply = _error_reply(exc)
         except BaseException as exc:  # a bug (or a servable's sys.exit): report it, keep serving
             _log.exception("REST request for model %r failed with an unexpected error; answering 500", spec.name)
-            return _error_reply(to_serving_error(exc))
+            error = to_serving_error(exc)
+            reply = _error_reply(error)
+        if self._observers:
+            notify(self._observers, RequestEvent(
+                model=served.name if served is not None else spec.name,
+                version=served.version if served is not None else None,
+                api=_API_NAMES[kind],
+                entrypoint="REST",
+                status="OK" if error is None else error.code.name,
+                latency_s=time.perf_counter() - (arrived if arrived is not None else time.perf_counter()),
+                request=logged[0] if logged is not None else None,
+                response=logged[1] if logged is not None else None,
+            ))
+        return reply
 
-    def _predict(self, spec: ModelSpec, body: bytes, deadline: float | None = None) -> tuple[bytes, ServableId]:
+    def _predict(self, spec: ModelSpec, body: bytes, deadline: float | None = None) -> _Answer:
         doc = rest_json.parse_json_body(body)
         decoder = _PredictDecoder(doc)
-        result = self._data_plane.predict(_with_signature(spec, doc), decoder, deadline=deadline)
-        return rest_json.encode_predict_response(result.outputs, decoder.row_format, result.signature), result.id
+        spec = _with_signature(spec, doc)
+        result = self._data_plane.predict(spec, decoder, deadline=deadline)
+        answer = rest_json.encode_predict_response(result.outputs, decoder.row_format, result.signature)
+        if not self._observers:
+            return answer, result.id, None
+        return answer, result.id, (
+            lambda: api_protos.predict_request(spec, result.inputs), lambda: api_protos.predict_response(result)
+        )
 
     def _examples(self, spec: ModelSpec, body: bytes) -> tuple[ModelSpec, list[bytes]]:
         """With a ``context``, each record is context + example serialized back to back
@@ -240,32 +283,36 @@ class _Worker:
         examples, context = rest_json.examples_from_json(doc)
         return _with_signature(spec, doc), [context + e for e in examples] if context else examples
 
-    def _classify(self, spec: ModelSpec, body: bytes) -> tuple[bytes, ServableId]:
-        result = self._data_plane.classify(*self._examples(spec, body))
-        return rest_json.encode_classify_response(result.classes, result.scores), result.id
+    def _classify(self, spec: ModelSpec, body: bytes) -> _Answer:
+        spec, examples = self._examples(spec, body)
+        result = self._data_plane.classify(spec, examples)
+        answer = rest_json.encode_classify_response(result.classes, result.scores)
+        return answer, result.id, (
+            lambda: api_protos.classification_request(spec, examples),
+            lambda: api_protos.classification_response(result),
+        )
 
-    def _regress(self, spec: ModelSpec, body: bytes) -> tuple[bytes, ServableId]:
-        result = self._data_plane.regress(*self._examples(spec, body))
-        return rest_json.encode_regress_response(result.values), result.id
+    def _regress(self, spec: ModelSpec, body: bytes) -> _Answer:
+        spec, examples = self._examples(spec, body)
+        result = self._data_plane.regress(spec, examples)
+        return rest_json.encode_regress_response(result.values), result.id, (
+            lambda: api_protos.regression_request(spec, examples), lambda: api_protos.regression_response(result)
+        )
 
-    def _status(self, spec: ModelSpec, body: bytes) -> tuple[bytes, None]:
-        from pyserving.server.api_protos import status_response
-
+    def _status(self, spec: ModelSpec, body: bytes) -> _Answer:
         states = self._data_plane.status(spec)
-        return orjson.dumps(_proto_dict(status_response(states)), option=orjson.OPT_INDENT_2), None
+        return orjson.dumps(_proto_dict(api_protos.status_response(states)), option=orjson.OPT_INDENT_2), None, None
 
-    def _metadata(self, spec: ModelSpec, body: bytes) -> tuple[bytes, ServableId]:
+    def _metadata(self, spec: ModelSpec, body: bytes) -> _Answer:
         from tensorflow_serving.apis import get_model_metadata_pb2
 
-        from pyserving.server.api_protos import metadata_response
-
         result = self._data_plane.metadata(spec)
-        response = metadata_response(result.id, result.signature_def_map)
+        response = api_protos.metadata_response(result.id, result.signature_def_map)
         defs = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(defs)
         # As TF Serving: the parts are printed separately, so the Any carries no "@type".
         doc = {"model_spec": _proto_dict(response.model_spec), "metadata": {"signature_def": _proto_dict(defs)}}
-        return orjson.dumps(doc, option=orjson.OPT_INDENT_2), result.id
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2), result.id, None
 
 
 # -- the ASGI application ----------------------------------------------------------------------
@@ -303,10 +350,11 @@ class RestApplication:
         executor: ThreadPoolExecutor | None,
         readiness: Readiness | None = None,
         admin: AdminApi | None = None,
+        observers: Sequence[RequestObserver] = (),
     ) -> None:
         self._data_plane = data_plane
         self._admin = admin
-        self._work = _Worker(data_plane, options.max_body_bytes)
+        self._work = _Worker(data_plane, options.max_body_bytes, observers)
         self._readiness = readiness
         self._executor = executor
         self._timeout_s = options.timeout_ms / 1000.0
@@ -393,6 +441,7 @@ class RestApplication:
     async def _answer(
         self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], receive: _Receive
     ) -> _Reply:
+        arrived = time.perf_counter()
         declared, gzipped, preflight = None, False, method == "OPTIONS" and self._cors
         for name, value in headers:
             if name == b"content-length":
@@ -417,11 +466,11 @@ class RestApplication:
             if body is None:
                 return _too_large(self._limit)
         if self._executor is None:
-            return self._work(kind, spec, body, gzipped)
+            return self._work(kind, spec, body, gzipped, None, arrived)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[_Reply] = loop.create_future()
         deadline = time.monotonic() + self._timeout_s if self._timeout_s else None
-        job = self._executor.submit(self._work, kind, spec, body, gzipped, deadline)
+        job = self._executor.submit(self._work, kind, spec, body, gzipped, deadline, arrived)
         job.add_done_callback(lambda done: _notify(loop, waiter, done))
         if not self._timeout_s:
             return await waiter
@@ -481,14 +530,16 @@ def start_rest_server(
     options: RestServerOptions | None = None,
     readiness: Readiness | None = None,
     admin: AdminApi | None = None,
+    observers: Sequence[RequestObserver] = (),
 ) -> RestServerHandle:
     """Bind, start the server thread, and return once it accepts connections.
 
     ``readiness`` answers ``GET /v1/health/ready`` (None: always ready); ``admin`` serves
-    ``/v1/admin/...`` (None: the admin API is off). Raises UnavailableError when the port
-    cannot be bound or the server does not start.
+    ``/v1/admin/...`` (None: the admin API is off); ``observers`` receive every finished
+    model request (metrics, request logging). Raises UnavailableError when the port cannot
+    be bound or the server does not start.
     """
     options = options or RestServerOptions()
     return serve_in_thread(
-        options, lambda executor: RestApplication(data_plane, options, executor, readiness, admin)
+        options, lambda executor: RestApplication(data_plane, options, executor, readiness, admin, observers)
     )
