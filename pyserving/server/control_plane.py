@@ -27,7 +27,10 @@ Guarantees of every change method:
 
 Errors (:class:`ServingError`): unknown model or route -> :class:`NotFoundError`; a model
 named like a route (or the reverse) -> :class:`AlreadyExistsError` naming both; removing a
-model a route uses, a label naming a version that is not AVAILABLE, or changing a route
+model a route uses, a route arm (or shadow) naming a label its model does not define or a
+version its model's ``specific`` policy does not serve (also when a model change would
+drop that label or version), a label naming a version outside the model's ``specific``
+policy (INVALID_ARGUMENT), a label naming a version that is not AVAILABLE, or changing a route
 while persisting without ``--routing_config_file`` -> :class:`FailedPreconditionError`;
 invalid values -> :class:`InvalidArgumentError`; a model that does not load -> the core's
 error (UNKNOWN).
@@ -53,7 +56,7 @@ import threading
 from typing import Mapping, Sequence
 
 from pyserving.manager.router import Router
-from pyserving.manager.routes import Route
+from pyserving.manager.routes import Arm, Route, Shadow
 from pyserving.servable.errors import (
     AlreadyExistsError,
     DeadlineExceededError,
@@ -67,6 +70,7 @@ from pyserving.servable.ids import ServableRequest
 from pyserving.servable.state import ManagerState
 from pyserving.server.core import ServerCore
 from pyserving.server.model_config import ModelEntry, load_model_server_config, models_from_config, uri_is_relative_path
+from pyserving.sources.version_policy import SpecificVersions
 
 __all__ = ["ControlPlane"]
 
@@ -144,6 +148,7 @@ class ControlPlane:
     def reload_routes(self, routes: Sequence[Route]) -> None:
         """Replace every route (validated against the models first); not persisted."""
         with self._lock:
+            self._check_route_targets(self._core.models(), routes)
             self._router.set_routes(routes)
 
     def reload_models_from_file(self, force: bool = False) -> bool:
@@ -177,6 +182,7 @@ class ControlPlane:
             if routes == self._file_routes and not force:
                 return False
             changed = routes != self._router.routes()
+            self._check_route_targets(self._core.models(), routes)
             self._router.set_routes(routes)
             self._file_routes = routes
             return changed
@@ -199,6 +205,7 @@ class ControlPlane:
                 models.append(entry)
             else:
                 self._check_labels(entry.name, entry.version_labels)
+            self._check_route_targets(models, self._router.routes())
             self._apply_models(models)
             self._persist_models(previous)
             _log.info("Model %s %s through the admin API", entry.name, "replaced" if old else "added")
@@ -261,6 +268,7 @@ class ControlPlane:
             previous = self._router.routes()
             if self._router.get_route(route.name) == route:
                 return route
+            self._check_route_targets(self._core.models(), [route])
             self._router.put_route(route)
             self._persist_routes(previous)
             _log.info("Route %s %s through the admin API", route.name,
@@ -305,6 +313,14 @@ class ControlPlane:
                 f"Illegal to change a model's platform. For model {entry.name} platform was "
                 f"{old.platform} and new platform requested is {entry.platform}"
             )
+        policy = entry.version_policy
+        if isinstance(policy, SpecificVersions):
+            for label, version in sorted(entry.version_labels.items()):
+                if version not in policy.versions:
+                    raise InvalidArgumentError(
+                        f"label {label!r} of model {entry.name} names version {version}, which its version "
+                        f"policy does not serve (versions: {', '.join(map(str, policy.versions))})"
+                    )
         if "://" not in entry.base_path and not os.path.isdir(entry.base_path):
             raise InvalidArgumentError(
                 f"base_path of model {entry.name} is not a readable folder: {entry.base_path}"
@@ -328,6 +344,32 @@ class ControlPlane:
                 )
 
     @staticmethod
+    def _check_route_targets(models: Sequence[ModelEntry], routes: Sequence[Route]) -> None:
+        """Every label an arm or shadow sends requests to is defined by its model, and every
+        version it names is one its model's ``specific`` policy serves (models that do not
+        exist are the router's error to report). FailedPreconditionError names both."""
+        entries = {m.name: m for m in models}
+        for route in routes:
+            for user, target in _targets(route):
+                entry = entries.get(target.model_name)
+                if entry is None:
+                    continue
+                if target.version_label and target.version_label not in entry.version_labels:
+                    raise FailedPreconditionError(
+                        f"route {route.name!r} ({user}) sends requests to label {target.version_label!r} of model "
+                        f"{entry.name!r}, which the model does not define (labels: "
+                        f"{', '.join(sorted(entry.version_labels)) or 'none'})"
+                    )
+                policy = entry.version_policy
+                if target.version is not None and isinstance(policy, SpecificVersions) \
+                        and target.version not in policy.versions:
+                    raise FailedPreconditionError(
+                        f"route {route.name!r} ({user}) sends requests to version {target.version} of model "
+                        f"{entry.name!r}, which its version policy does not serve (versions: "
+                        f"{', '.join(map(str, policy.versions))})"
+                    )
+
+    @staticmethod
     def _check_against_routes(models: list[ModelEntry], routes: list[Route]) -> None:
         names = {m.name for m in models}
         for route in routes:
@@ -346,6 +388,7 @@ class ControlPlane:
                         f"cannot remove model {model!r}: route {route.name!r} ({user}) sends requests to it; "
                         "change or remove the route first"
                     )
+        ControlPlane._check_route_targets(models, routes)
 
     def _check_routing_file(self) -> None:
         if self._persist and not self._routing_config_file:
@@ -428,6 +471,14 @@ class ControlPlane:
                 _log.error("Could not restore the previous routes after a failed write: %s", undo)
             raise InternalError(f"{exc.message}; the change was undone") from exc
         self._file_routes = routes
+
+
+def _targets(route: Route) -> list[tuple[str, Arm | Shadow]]:
+    """(who, target) for each arm and the shadow of ``route``."""
+    targets: list[tuple[str, Arm | Shadow]] = [(f"arm {arm.name!r}", arm) for arm in route.arms]
+    if route.shadow is not None:
+        targets.append(("shadow", route.shadow))
+    return targets
 
 
 def _names(items: Sequence[ModelEntry] | Sequence[Route]) -> str:

@@ -30,7 +30,7 @@ from pyserving.server.core import ServerCore, ServerCoreOptions
 from pyserving.server.model_config import ModelEntry, load_model_server_config, models_from_config
 from pyserving.server.model_config_io import write_model_server_config
 from pyserving.server.routing_config import load_routing_config, write_routing_config
-from pyserving.sources.version_policy import AllVersions
+from pyserving.sources.version_policy import AllVersions, SpecificVersions
 from tests.support.model_drops import write_python_version
 
 ROUTE = Route(
@@ -234,6 +234,28 @@ def test_new_label_may_name_an_unavailable_version_when_allowed(make_world: Call
 
 
 # -- routes -------------------------------------------------------------------------------------
+
+
+def test_changes_that_would_break_a_route_target_are_refused(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    before = w.snapshot()
+    # ROUTE's treatment arm sends to label "stable" of rec_b: a rec_b without it is refused...
+    with pytest.raises(FailedPreconditionError, match="route 'recommender' \\(arm 'treatment'\\).*label 'stable'"):
+        w.control.put_model(w.entry("rec_b", version_policy=AllVersions()))
+    # ...as is a route arm naming a label or a version its model does not serve.
+    with pytest.raises(FailedPreconditionError, match="label 'canary' of model 'rec_a'"):
+        w.control.put_route(Route("other", arms=(Arm("a", "rec_a", version_label="canary"),)))
+    with pytest.raises(FailedPreconditionError, match="label 'canary'"):
+        w.control.reload_routes([ROUTE, Route("other", arms=(Arm("a", "rec_a", version_label="canary"),))])
+    assert w.snapshot() == before
+
+
+def test_label_outside_a_specific_policy_is_refused(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    before = w.snapshot()
+    with pytest.raises(InvalidArgumentError, match="label 'stable' of model rec_b names version 1, which its version"):
+        w.control.put_model(w.entry("rec_b", version_policy=SpecificVersions((2,)), version_labels={"stable": 1}))
+    assert w.snapshot() == before
 
 
 def test_put_and_remove_route(make_world: Callable[..., World]) -> None:
