@@ -14,7 +14,8 @@ classify / regress of signatures that take serialized ``tf.Example`` s as ``inpu
 batched the same way (SavedModels); otherwise they go to the inner servable unbatched.
 
 Threading: ``run``/``classify``/``regress`` are called from many request threads and
-block until their answer; ``inner.run`` is called on scheduler threads, at most
+block until their answer (``submit_run`` queues a run and returns its ticket at once, for
+callers that wait without a thread: the REST server's event loop); ``inner.run`` is called on scheduler threads, at most
 ``num_batch_threads`` at once over all models sharing the scheduler, so the inner servable
 must be thread-safe (``InferenceServable`` requires it). ``close`` drains: queued requests
 still run (their callers hold handles, so the version is still loaded), then the queues
@@ -48,8 +49,8 @@ from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 from pyserving.loaders.batching_params import PER_MODEL_FILENAME, BatchingParameters, read_batching_parameters
 from pyserving.loaders.batching_tensors import batch_key, concat_inputs, merge_outputs, rows_of, split_outputs
 from pyserving.loaders.loader import Loader, Resources
-from pyserving.servable.batcher import Batch, BatchQueue, BatchScheduler, QueueStatistics
-from pyserving.servable.errors import UnimplementedError
+from pyserving.servable.batcher import Batch, BatchQueue, BatchScheduler, QueueStatistics, Ticket
+from pyserving.servable.errors import FailedPreconditionError, UnimplementedError
 from pyserving.servable.ids import ServableId
 from pyserving.servable.signature import CLASSIFY_METHOD, REGRESS_METHOD, DType, SignatureSpec
 from pyserving.servable.validation import (
@@ -155,6 +156,30 @@ class BatchingServable:
         check_output_filter(signature, output_filter)
         key = batch_key(inputs, request.output_filter, self._pad)
         return queue.run(request, rows, key=key, deadline=deadline)
+
+    def submit_run(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
+    ) -> Ticket[dict[str, np.ndarray]]:
+        """:meth:`run` without waiting: queue the request and return its :class:`Ticket`
+        (``add_done_callback`` / ``result``). Never runs the model on this thread, so an
+        event loop may call it. Refusals (full queue, too large, unknown signature) raise
+        here, at once; a request that cannot be batched is queued alone."""
+        queue = self._queues.get(signature_name)
+        if queue is None:
+            raise FailedPreconditionError(f'Serving signature key "{signature_name}" not found.')
+        request = _Request(inputs, tuple(output_filter))
+        rows = rows_of(inputs) if signature_name in self._batchable else None
+        if rows is None:
+            return queue.submit(request, 1, solo=True, deadline=deadline)
+        signature = self.signatures[signature_name]
+        check_inputs(signature, inputs)
+        check_output_filter(signature, output_filter)
+        return queue.submit(request, rows, key=batch_key(inputs, request.output_filter, self._pad), deadline=deadline)
 
     def _process(self, signature_name: str, batch: Batch[_Request]) -> list[dict[str, Any]]:
         """One model call for a whole batch (on a scheduler thread)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generic, Hashable, Sequence, TypeVar
@@ -162,11 +163,35 @@ class Ticket(Generic[R]):
         """Cancel every part not started; True when none of them had started."""
         return all([t.future.cancel() for t in self._tasks])
 
-    def _give_up(self) -> None:
-        """The caller's deadline passed: cancel what has not started, counted as expired."""
+    def give_up(self) -> None:
+        """The caller stopped waiting (its deadline passed): cancel every part not started,
+        counted as expired; parts already running finish and are answered unseen."""
         for task in self._tasks:
             task.gave_up = True
         self.cancel()
+
+
+    def add_done_callback(self, callback: Callable[[Ticket[R]], None]) -> None:
+        """Call ``callback(ticket)`` once every part is answered (or cancelled): on the thread
+        that answers the last part (a batch thread), or at once on this thread when all are
+        answered already. It must be quick and must not raise (an exception is logged by
+        ``concurrent.futures`` and swallowed). Then :meth:`result` returns without waiting."""
+        tasks = self._tasks
+        if len(tasks) == 1:
+            tasks[0].future.add_done_callback(lambda _future: callback(self))
+            return
+        remaining = [len(tasks)]
+        lock = threading.Lock()
+
+        def part_done(_future: concurrent.futures.Future[Any]) -> None:
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                callback(self)
+
+        for task in tasks:
+            task.future.add_done_callback(part_done)
 
     def result(self, timeout: float | None = None) -> R:
         """Block until every part is answered; return the answer or raise its ServingError.
@@ -244,7 +269,7 @@ class BatchQueue(Generic[T, R]):
         try:
             return ticket.result(max(0.0, deadline - self._scheduler._clock()))
         except TimeoutError:
-            ticket._give_up()
+            ticket.give_up()
             # Parts that started are waited for (their rows are being computed); the
             # cancelled ones make the answer DEADLINE_EXCEEDED.
             return ticket.result()

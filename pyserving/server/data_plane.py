@@ -52,6 +52,7 @@ from pyserving.servable.errors import (
     InternalError,
     InvalidArgumentError,
     NotFoundError,
+    ServingError,
     UnimplementedError,
 )
 from pyserving.servable.handle import ServableHandle
@@ -70,6 +71,7 @@ from pyserving.servable.validation import (
     check_output_filter,
     check_regress_output,
 )
+from pyserving.server.pending_predict import PendingPredict
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -91,8 +93,19 @@ _R = TypeVar("_R")
 
 #: servable type -> whether it satisfies InferenceServable (checked once per type).
 _RUNS_INFERENCE: dict[type, bool] = {}
+#: servable type -> whether it has ``submit_run`` (checked once per type).
+_SUBMITS_RUNS: dict[type, bool] = {}
 #: servable type -> whether its ``run`` takes a ``deadline`` keyword (checked once per type).
 _TAKES_DEADLINE: dict[type, bool] = {}
+
+
+def _submits_runs(servable: object) -> bool:
+    """Whether ``servable`` queues runs without waiting (``submit_run``: batching servables)."""
+    kind = type(servable)
+    submits = _SUBMITS_RUNS.get(kind)
+    if submits is None:  # looked up on the type: a wrapper's __getattr__ must not answer
+        submits = _SUBMITS_RUNS[kind] = callable(getattr(kind, "submit_run", None))
+    return submits
 
 
 def _takes_deadline(servable: object) -> bool:
@@ -196,6 +209,18 @@ class DataPlane:
     def router(self) -> Router | None:
         return self._router
 
+    def batches(self, spec: ModelSpec) -> bool:
+        """Whether ``spec`` resolves (now) to a version that queues runs (a batching servable),
+        so :meth:`start_predict` applies. Cheap: one handle taken and given back; False for
+        a route (its arms may differ) and for anything that does not resolve."""
+        if self._router is not None and self._router.is_route(spec.name):
+            return False
+        try:
+            with self._handle(spec) as handle:
+                return _submits_runs(handle.servable)
+        except ServingError:
+            return False
+
     def is_route(self, name: str) -> bool:
         """Whether ``name`` is a route (front ends then pass the request's headers)."""
         return self._router is not None and self._router.is_route(name)
@@ -282,6 +307,49 @@ class DataPlane:
             return lambda servable: servable.run(result.signature_name, decoded[0], tuple(output_filter))
 
         return self._serve(spec, lambda handle: self._predict_on(handle, spec, keep, output_filter, deadline), shadow)
+
+    def start_predict(
+        self, spec: ModelSpec, decode: Decode, output_filter: Sequence[str] = (), deadline: float | None = None
+    ) -> PendingPredict | None:
+        """:meth:`predict` without a waiting thread, when the version batches.
+
+        If ``spec`` resolves to a version whose servable queues runs (``submit_run``: the
+        batching servable), decode and check the request here, queue it, and return its
+        :class:`PendingPredict` (answered on a batch thread). Otherwise return None at once,
+        without decoding: call :meth:`predict` (on a worker thread) instead. Raises the
+        request's error (resolution, decoding, checks, a full queue) at once.
+        """
+        router = self._router
+        choice = None
+        started = time.perf_counter()
+        if router is not None and router.is_route(spec.name):
+            choice = self._choose(router, spec)
+            handle = self._core.get_handle(choice.request)
+        else:
+            handle = self._handle(spec)
+        try:
+            if not _submits_runs(handle.servable):
+                handle.release()
+                return None
+            servable = self._inference(handle)
+            name = spec.signature_name or DEFAULT_SIGNATURE
+            signature = servable.signatures.get(name)
+            if signature is None:
+                raise FailedPreconditionError(f'Serving signature key "{name}" not found.')
+            inputs = decode(signature)
+            check_inputs(signature, inputs)
+            check_output_filter(signature, output_filter)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceededError(
+                    f"The request's deadline passed before {handle.id} could run it; it was not run"
+                )
+            ticket = servable.submit_run(name, inputs, tuple(output_filter), deadline=deadline)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            handle.release()
+            if router is not None and choice is not None:
+                router.record(choice, time.perf_counter() - started, exc)
+            raise
+        return PendingPredict(ticket, handle, name, signature, inputs, output_filter, router, choice, started)
 
     def _predict_on(
         self,

@@ -85,7 +85,7 @@ from pyserving.servable.errors import (
 )
 from pyserving.servable.ids import ServableId
 from pyserving.server import api_protos, rest_json
-from pyserving.server.data_plane import DataPlane, ModelSpec
+from pyserving.server.data_plane import DataPlane, ModelSpec, PredictResult
 from pyserving.server.readiness import Readiness
 from pyserving.server.request_events import RequestEvent, RequestObserver, notify
 from pyserving.server.rest_runner import (
@@ -231,50 +231,86 @@ class _Worker:
     ) -> _Reply:
         """``deadline``: ``time.monotonic()`` value after which a predict is not run (None:
         none); ``arrived``: ``time.perf_counter()`` when the request arrived (for observers)."""
-        error: ServingError | None = None
-        served: ServableId | None = None
-        logged = None
         try:
             payload = gunzip_body(body, self._limit) if gzipped else body
             if kind == _PREDICT:
-                answer, served, logged = self._predict(spec, payload, deadline)
+                answer = self._predict(spec, payload, deadline)
             else:
-                answer, served, logged = self._run[kind](spec, payload)
-            reply: _Reply = (200, answer) if served is None else (200, answer, _answered_by(served))
-        except BodyTooLarge:
-            error = InvalidArgumentError("request body too large")
+                answer = self._run[kind](spec, payload)
+        except BaseException as exc:
+            return self.failed(kind, spec, exc, arrived)
+        return self.answered(kind, spec, answer, arrived)
+
+    def answered(self, kind: int, spec: ModelSpec, answer: _Answer, arrived: float | None) -> _Reply:
+        """The reply of an answered request (observers told)."""
+        body, served, logged = answer
+        if self._observers:
+            self._report(kind, spec, served, None, arrived, logged)
+        return (200, body) if served is None else (200, body, _answered_by(served))
+
+    def failed(self, kind: int, spec: ModelSpec, exc: BaseException, arrived: float | None) -> _Reply:
+        """The reply of a request that raised ``exc`` (observers told). Never raises."""
+        if isinstance(exc, BodyTooLarge):
+            error: ServingError = InvalidArgumentError("request body too large")
             reply = _too_large(self._limit)
-        except ServingError as exc:
+        elif isinstance(exc, ServingError):
             error = exc
             reply = _error_reply(exc)
-        except BaseException as exc:  # a bug (or a servable's sys.exit): report it, keep serving
-            _log.exception("REST request for model %r failed with an unexpected error; answering 500", spec.name)
+        else:  # a bug (or a servable's sys.exit): report it, keep serving
+            _log.error(
+                "REST request for model %r failed with an unexpected error; answering 500", spec.name,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
             error = to_serving_error(exc)
             reply = _error_reply(error)
         if self._observers:
-            notify(self._observers, RequestEvent(
-                model=served.name if served is not None else spec.name,
-                version=served.version if served is not None else None,
-                api=_API_NAMES[kind],
-                entrypoint="REST",
-                status="OK" if error is None else error.code.name,
-                latency_s=time.perf_counter() - (arrived if arrived is not None else time.perf_counter()),
-                request=logged[0] if logged is not None else None,
-                response=logged[1] if logged is not None else None,
-            ))
+            self._report(kind, spec, None, error, arrived, None)
         return reply
+
+    def _report(
+        self,
+        kind: int,
+        spec: ModelSpec,
+        served: ServableId | None,
+        error: ServingError | None,
+        arrived: float | None,
+        logged: tuple[Callable[[], Any], Callable[[], Any]] | None,
+    ) -> None:
+        notify(self._observers, RequestEvent(
+            model=served.name if served is not None else spec.name,
+            version=served.version if served is not None else None,
+            api=_API_NAMES[kind],
+            entrypoint="REST",
+            status="OK" if error is None else error.code.name,
+            latency_s=time.perf_counter() - arrived if arrived is not None else 0.0,
+            request=logged[0] if logged is not None else None,
+            response=logged[1] if logged is not None else None,
+        ))
 
     def _predict(self, spec: ModelSpec, body: bytes, deadline: float | None = None) -> _Answer:
         doc = rest_json.parse_json_body(body)
         decoder = _PredictDecoder(doc)
         spec = _with_signature(spec, doc)
-        result = self._data_plane.predict(spec, decoder, deadline=deadline)
+        return self.predict_answer(spec, self._data_plane.predict(spec, decoder, deadline=deadline), decoder)
+
+    def predict_answer(self, spec: ModelSpec, result: PredictResult, decoder: _PredictDecoder) -> _Answer:
         answer = rest_json.encode_predict_response(result.outputs, decoder.row_format, result.signature)
         if not self._observers:
             return answer, result.id, None
         return answer, result.id, (
             lambda: api_protos.predict_request(spec, result.inputs), lambda: api_protos.predict_response(result)
         )
+
+    def start_predict(self, spec: ModelSpec, body: bytes, gzipped: bool, deadline: float | None) -> Any:
+        """On the event loop: queue a predict on a batching version without a waiting thread.
+        Returns (pending, spec, decoder), or None when the version does not batch (then the
+        request goes to a worker as usual). Raises like ``_predict``."""
+        payload = gunzip_body(body, self._limit) if gzipped else body
+        doc = rest_json.parse_json_body(payload)
+        decoder = _PredictDecoder(doc)
+        spec = _with_signature(spec, doc)
+        pending = self._data_plane.start_predict(spec, decoder, (), deadline)
+        return None if pending is None else (pending, spec, decoder)
 
     def _examples(self, spec: ModelSpec, body: bytes) -> tuple[ModelSpec, list[bytes]]:
         """With a ``context``, each record is context + example serialized back to back
@@ -467,6 +503,10 @@ class RestApplication:
                 return _too_large(self._limit)
         if self._executor is None:
             return self._work(kind, spec, body, gzipped, None, arrived)
+        if kind == _PREDICT and self._data_plane.batches(spec):
+            reply = await self._predict_queued(spec, body, gzipped, arrived)
+            if reply is not None:
+                return reply
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[_Reply] = loop.create_future()
         deadline = time.monotonic() + self._timeout_s if self._timeout_s else None
@@ -479,6 +519,36 @@ class RestApplication:
             return await waiter
         finally:
             timer.cancel()
+
+    async def _predict_queued(self, spec: ModelSpec, body: bytes, gzipped: bool, arrived: float) -> _Reply | None:
+        """A predict of a batching version, without a worker thread: decoded and queued on the
+        loop, awaited, encoded on the loop (the batch thread only computes). None: the
+        version does not batch after all (it changed since :meth:`DataPlane.batches`)."""
+        work = self._work
+        deadline = time.monotonic() + self._timeout_s if self._timeout_s else None
+        try:
+            started = work.start_predict(spec, body, gzipped, deadline)
+        except BaseException as exc:
+            return work.failed(_PREDICT, spec, exc, arrived)
+        if started is None:
+            return None
+        pending, spec, decoder = started
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[None] = loop.create_future()
+        pending.add_done_callback(lambda _pending: _wake(loop, answered))
+        if self._timeout_s:
+            timer = loop.call_later(self._timeout_s, _set_done, answered)
+            await answered
+            timer.cancel()
+            if not pending.done():
+                pending.give_up()  # not started: never runs; running: finishes unseen
+                return work.failed(_PREDICT, spec, _timed_out(self._timeout_s), arrived)
+        else:
+            await answered
+        try:
+            return work.answered(_PREDICT, spec, work.predict_answer(spec, pending.result(), decoder), arrived)
+        except BaseException as exc:
+            return work.failed(_PREDICT, spec, exc, arrived)
 
     async def _send(
         self,
@@ -503,6 +573,26 @@ def _notify(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[_Reply], don
         pass  # the loop is closed: the server stopped and nobody waits for this answer
 
 
+def _wake(loop: asyncio.AbstractEventLoop, answered: asyncio.Future[None]) -> None:
+    """Runs on a batch thread once a queued predict is answered."""
+    try:
+        loop.call_soon_threadsafe(_set_done, answered)
+    except RuntimeError:
+        pass  # the loop is closed: the server stopped and nobody waits for this answer
+
+
+def _set_done(answered: asyncio.Future[None]) -> None:
+    if not answered.done():
+        answered.set_result(None)
+
+
+def _timed_out(timeout_s: float) -> DeadlineExceededError:
+    return DeadlineExceededError(
+        f"Request did not finish within {timeout_s * 1000:.0f} ms (rest_api_timeout_in_ms); "
+        "a model call already running finishes in the background"
+    )
+
+
 def _settle(waiter: asyncio.Future[_Reply], done: Future[_Reply]) -> None:
     if waiter.done():
         return  # answered 504 already (or the request task is gone)
@@ -516,10 +606,7 @@ def _expire(waiter: asyncio.Future[_Reply], job: Future[_Reply], timeout_s: floa
     if waiter.done():
         return
     job.cancel()  # still queued: it never runs; running: it finishes unseen
-    waiter.set_result(_error_reply(DeadlineExceededError(
-        f"Request did not finish within {timeout_s * 1000:.0f} ms (rest_api_timeout_in_ms); "
-        "a model call already running finishes in the background"
-    )))
+    waiter.set_result(_error_reply(_timed_out(timeout_s)))
 
 
 # -- starting ------------------------------------------------------------------------------------
