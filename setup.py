@@ -31,9 +31,12 @@ setup(
         "orjson>=3.9",
         # the REST server's event loop: 1.1-1.2x the requests/s of asyncio's (benchmarks/); no Windows build
         "uvloop>=0.19; sys_platform != 'win32'",
+        # --monitoring_config_file: the Prometheus registry and text format (imported only when monitoring is on)
+        "prometheus-client>=0.17",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.2", "requests>=2.31"],
+        # cryptography: the TLS tests generate their own CA, server and client certificates
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "requests>=2.31", "cryptography>=42"],
         # benchmarks/run.py: the course-style FastAPI baseline, and py-spy for the request-path profile
         "bench": ["fastapi>=0.110", "py-spy>=0.3.14"],
     },

@@ -16,6 +16,12 @@ tensors travel as numpy ``object`` arrays of ``bytes``. :meth:`~SavedModelServab
 and :meth:`~SavedModelServable.regress` implement the optional classify/regress extension
 of ``InferenceServable``; their outputs pass the shared classify/regress output checks.
 
+Warmup: a loader built with ``warmup=WarmupOptions(...)`` replays the version's
+``assets.extra/tf_serving_warmup_requests`` against the new servable inside ``load()``
+(:mod:`pyserving.loaders.warmup`); a failed warmup closes the servable and fails the load.
+``warmup=None`` (the default for direct construction) skips it; the tensorflow platform
+passes it unless ``--enable_model_warmup=false``.
+
 Ownership: the loader owns the servable; ``unload()`` closes the session and drops the
 graph, the callables and the loaded object, so their memory is freed at once.
 
@@ -39,6 +45,7 @@ import numpy as np
 from pyserving.loaders.loader import Loader, Resources
 from pyserving.loaders.saved_model_runners import Backend, Call, SavedModelOptions, as_array, open_backend
 from pyserving.loaders.saved_model_signatures import SignaturePlan, select_meta_graph, signature_spec
+from pyserving.loaders.warmup import WarmupOptions, run_warmup
 from pyserving.servable.errors import (
     Code,
     FailedPreconditionError,
@@ -240,12 +247,15 @@ class SavedModelLoader(Loader):
         storage_path: StoragePath | str | os.PathLike[str],
         options: SavedModelOptions = SavedModelOptions(),
         servable_id: ServableId | None = None,
+        *,
+        warmup: WarmupOptions | None = None,
     ) -> None:
         if not isinstance(storage_path, StoragePath):
             storage_path = StoragePath(os.fspath(storage_path))
         self._storage_path = storage_path
         self._options = options
         self._id = servable_id
+        self._warmup = warmup
         self._estimate: Resources | None = None
         self._servable: SavedModelServable | None = None
 
@@ -264,6 +274,14 @@ class SavedModelLoader(Loader):
             self._id or "", self._storage_path, ",".join(servable.meta_graph_tags),
             servable.execution, ", ".join(sorted(servable.signatures)),
         )
+        if self._warmup is not None:
+            try:
+                run_warmup(servable, self._storage_path.path, self._warmup, name=str(self._id or ""))
+            except BaseException:
+                servable.close()  # a failed load leaves nothing behind
+                del servable
+                gc.collect()
+                raise
         self._servable = servable
 
     def unload(self) -> None:
@@ -286,6 +304,11 @@ class SavedModelLoader(Loader):
     @property
     def options(self) -> SavedModelOptions:
         return self._options
+
+    @property
+    def warmup(self) -> WarmupOptions | None:
+        """How ``load()`` warms the version up; None: it does not."""
+        return self._warmup
 
 
 _tensorflow_lock = threading.Lock()  # guards _tensorflow_frozen

@@ -161,8 +161,10 @@ FLAGS: tuple[FlagSpec, ...] = (
        "Microseconds between load retries; negative means no wait.", int_bits=64),
     _f("saved_model_tags", str, "serve", _I, "Comma-separated tags of the MetaGraph to load from a SavedModel."),
     _f("enable_model_warmup", bool, True, _I,
-       "Replay <version>/assets.extra/tf_serving_warmup_requests before a version becomes available; "
-       "the value is handed to the loaders (replay is the warmup feature's work)."),
+       "Replay <version>/assets.extra/tf_serving_warmup_requests (TFRecord of PredictionLog) while a "
+       "version loads, before it becomes available; a failing warmup fails the load."),
+    _f("num_request_iterations_for_warmup", int, 0, _I,
+       "Times each warmup request is replayed; used only if > 0 (else once)."),
     # TensorFlow runtime
     _f("tensorflow_session_parallelism", int, 0, _I,
        "Threads for TensorFlow intra- and inter-op pools; 0 lets TensorFlow decide.", int_bits=64),
@@ -181,12 +183,13 @@ FLAGS: tuple[FlagSpec, ...] = (
     _f("enable_per_model_batching_parameters", bool, False, _I,
        "Read each model's batching parameters from batching_params.pbtxt in its version directory; "
        "versions without one are not batched. Needs --enable_batching."),
+    _f("ssl_config_file", str, "", _I,
+       "Text-format SSLConfig (server_key, server_cert, custom_ca: PEM text, not file names; client_verify): "
+       "TLS on the gRPC port and socket as in TF Serving and, beyond it, HTTPS on the REST port with the same "
+       "certificate; client_verify requires client certificates signed by custom_ca on both (mutual TLS)."),
     # LATER
     _f("monitoring_config_file", str, "", _L,
        "Text-format MonitoringConfig (Prometheus endpoint on the REST port).", feature="monitoring"),
-    _f("num_request_iterations_for_warmup", int, 0, _L,
-       "Times each warmup request is replayed; used only if > 0.", feature="warmup"),
-    _f("ssl_config_file", str, "", _L, "Text-format SSLConfig for a secure gRPC port.", feature="ssl"),
     _f("tensorflow_session_config_file", str, "", _L,
        "Text-format TensorFlow ConfigProto for sessions.", feature="session config"),
     _f("per_process_gpu_memory_fraction", float, 0.0, _L,

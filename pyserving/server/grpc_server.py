@@ -227,10 +227,10 @@ def start_grpc_server(
         server.stop(0)
         executor.shutdown(wait=False)
         raise
-    security = "plaintext"
+    security = ""
     if options.tls is not None:
-        security = "TLS, client certificates required" if options.tls.client_verify else "TLS"
-    _log.info("Running gRPC ModelServer at %s (%s) ...", ", ".join(addresses), security)
+        security = " (TLS, client certificates required)" if options.tls.client_verify else " (TLS)"
+    _log.info("Running gRPC ModelServer at %s%s ...", ", ".join(addresses), security)
     return GrpcServerHandle(server, executor, health_servicer, port, addresses, subscription)
 
 

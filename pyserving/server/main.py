@@ -50,12 +50,15 @@ def _auto_threads(value: int, default: int) -> int:
 
 
 def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
-    """The server's settings for parsed flags. Reads ``--batching_parameters_file`` (raises
-    ServingError naming it when it cannot be read or is invalid)."""
+    """The server's settings for parsed flags. Reads ``--batching_parameters_file`` and
+    ``--ssl_config_file`` (raises ServingError naming the file when it cannot be read or is
+    invalid)."""
     tensorflow_options: dict[str, object] = {
         "saved_model_tags": list(o.saved_model_tags),
         "intra_op_parallelism": o.tensorflow_intra_op_parallelism or o.tensorflow_session_parallelism,
         "inter_op_parallelism": o.tensorflow_inter_op_parallelism or o.tensorflow_session_parallelism,
+        "enable_model_warmup": o.enable_model_warmup,
+        "num_request_iterations_for_warmup": o.num_request_iterations_for_warmup,
     }
     batching = batching_config_from_flags(
         o.enable_batching, o.batching_parameters_file, o.enable_per_model_batching_parameters
@@ -79,6 +82,11 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
         from pyserving.server.admin_api import load_admin_token
 
         admin_token = load_admin_token(o.admin_token_file)
+    tls = None
+    if o.ssl_config_file:
+        from pyserving.server.tls import load_ssl_config
+
+        tls = load_ssl_config(o.ssl_config_file)
     host = os.environ.get("PYSERVING_HOST", "0.0.0.0")
     return ModelServerSettings(
         grpc_host=host,
@@ -100,6 +108,7 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
         enable_admin_api=o.enable_admin_api,
         admin_token=admin_token,
         admin_persist=o.admin_persist_config,
+        tls=tls,
         core=core,
     )
 

@@ -50,6 +50,7 @@ from pyserving.server.control_plane import ControlPlane
 from pyserving.server.core import ServerCore, ServerCoreOptions
 from pyserving.server.data_plane import DataPlane
 from pyserving.server.model_config import ModelEntry, load_model_server_config, models_from_config
+from pyserving.server.tls import TlsSettings
 
 __all__ = ["ModelServer", "ModelServerSettings"]
 
@@ -86,6 +87,8 @@ class ModelServerSettings:
     enable_admin_api: bool = False
     admin_token: str | None = field(default=None, repr=False)
     admin_persist: bool = False
+    #: TLS for the gRPC port and socket and the REST port (``--ssl_config_file``); None: plaintext
+    tls: TlsSettings | None = None
     core: ServerCoreOptions = field(default_factory=ServerCoreOptions)
 
 
@@ -152,6 +155,7 @@ class ModelServer:
                         max_threads=s.grpc_max_threads,
                         channel_arguments=list(s.grpc_channel_arguments),
                         tensor_content_outputs=s.tensor_content_outputs,
+                        tls=s.tls,
                     ),
                 )
             if s.rest_port:
@@ -165,6 +169,7 @@ class ModelServer:
                         num_threads=s.rest_num_threads,
                         timeout_ms=s.rest_timeout_ms,
                         enable_cors=s.rest_enable_cors,
+                        tls=s.tls,
                     ),
                 )
         except BaseException:

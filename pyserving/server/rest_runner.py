@@ -16,6 +16,12 @@ loop (uvicorn with the httptools parser); the application runs on that loop and
 receives the executor (None when ``num_threads`` is 0) for its model calls.
 :meth:`RestServerHandle.stop` may be called from any thread except the server's own.
 
+TLS: with ``RestServerOptions.tls`` the port serves HTTPS only (HTTP/1.1, TLS 1.2+; the
+``SSLContext`` of :func:`pyserving.server.tls.rest_ssl_context`), and with ``client_verify``
+a client certificate signed by ``custom_ca`` is required. A plain-HTTP request or a failed
+handshake closes that connection only; it is not logged (asyncio reports handshake
+errors at debug level) and the server keeps serving.
+
 Ownership: the handle owns the socket (closed when the server thread ends), the thread
 and the executor (shut down by :meth:`RestServerHandle.stop`).
 
@@ -42,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from pyserving.servable.errors import InvalidArgumentError, UnavailableError
+from pyserving.server.tls import TlsSettings, rest_ssl_context
 
 __all__ = [
     "RestServerOptions", "RestServerHandle", "serve_in_thread", "DEFAULT_MAX_BODY_BYTES",
@@ -67,7 +74,9 @@ class RestServerOptions:
     """``host`` to bind (``"::"``: IPv6 and IPv4 where possible); ``port`` (0 = a free one);
     ``num_threads`` model-call workers (default 4 x schedulable CPUs; 0 = inline on the
     event loop); ``timeout_ms`` per request (default 30000; 0 = none); ``max_body_bytes``,
-    also after gzip (default 64 MiB); ``enable_cors`` (``--rest_api_enable_cors_support``)."""
+    also after gzip (default 64 MiB); ``enable_cors`` (``--rest_api_enable_cors_support``);
+    ``tls``: serve HTTPS, mutual TLS with ``client_verify`` (``--ssl_config_file``, a
+    pyserving extension); None: plain HTTP."""
 
     host: str = "0.0.0.0"
     port: int = 8501
@@ -75,6 +84,7 @@ class RestServerOptions:
     timeout_ms: int = 30000
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     enable_cors: bool = False
+    tls: TlsSettings | None = None
 
     def __post_init__(self) -> None:
         for name, value, low in (("port", self.port, 0), ("num_threads", self.num_threads, 0),
@@ -141,6 +151,7 @@ def serve_in_thread(
     """
     import uvicorn
 
+    context = rest_ssl_context(options.tls) if options.tls is not None else None
     sock = _bind(options.host, options.port)
     port = sock.getsockname()[1]
     executor = None
@@ -151,6 +162,11 @@ def serve_in_thread(
         interface="asgi3", log_config=None,  # log_config=None: leave the program's logging alone
         access_log=False, proxy_headers=False, server_header=False, timeout_graceful_shutdown=5,
     )
+    if context is not None:
+        # uvicorn builds its SSLContext from file names in Config.load(), and serve() skips
+        # load() once loaded: load now, then hand it our context (keys stay in memory).
+        config.load()
+        config.ssl = context
     ready = threading.Event()
     failure: list[BaseException] = []
 
@@ -160,6 +176,11 @@ def serve_in_thread(
                 await super().startup(sockets=sockets)
             finally:
                 ready.set()
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            if context is not None:
+                _abort_idle_connections(self)
+            await super().shutdown(sockets=sockets)
 
     server = _Server(config)
 
@@ -184,8 +205,26 @@ def serve_in_thread(
         handle.stop(0)
         reason = repr(failure[0]) if failure else "startup did not complete"
         raise UnavailableError(f"The REST server could not start on {options.host}:{port}: {reason}")
-    _log.info("REST API listening on %s:%d (%s worker threads)", options.host, port, options.num_threads or "no")
+    scheme = "http"
+    if options.tls is not None:
+        scheme = "https, client certificates required" if options.tls.client_verify else "https"
+    _log.info(
+        "REST API listening on %s:%d (%s, %s worker threads)", options.host, port, scheme, options.num_threads or "no"
+    )
     return handle
+
+
+def _abort_idle_connections(server: Any) -> None:
+    """Drop the TLS connections that wait for their next request, before uvicorn's shutdown
+    closes them. A TLS close sends close_notify and then waits for the client's, which an
+    idle keep-alive client never sends: each such connection would hold the shutdown for
+    the whole grace period. An idle connection has no answer to lose, so it is aborted;
+    connections with a request in flight are left to uvicorn (answer, then close)."""
+    for connection in list(server.server_state.connections):
+        cycle = getattr(connection, "cycle", None)
+        transport = getattr(connection, "transport", None)
+        if transport is not None and (cycle is None or cycle.response_complete):
+            transport.abort()
 
 
 # -- request bodies ----------------------------------------------------------------------------

@@ -117,6 +117,8 @@ IMPLEMENTED_SAMPLES = {
     "shutdown_grace_seconds": ("0.5", 0.5),
     "total_model_memory_limit_bytes": ("9000000000", 9_000_000_000),
     "routing_config_file": ("/r.config", "/r.config"),
+    "num_request_iterations_for_warmup": ("3", 3),
+    "ssl_config_file": ("/ssl.pbtxt", "/ssl.pbtxt"),
     "routing_config_file_poll_wait_seconds": ("3", 3),
     "admin_token_file": ("/token", "/token"),
     "batching_parameters_file": ("/b.pbtxt", "/b.pbtxt"),
@@ -134,8 +136,6 @@ BOOL_IMPLEMENTED = [
 ]
 LATER_SAMPLES = {
     "monitoring_config_file": "/m.pbtxt",
-    "num_request_iterations_for_warmup": "3",
-    "ssl_config_file": "/ssl.pbtxt",
     "tensorflow_session_config_file": "/s.pbtxt",
     "per_process_gpu_memory_fraction": "0.5",
     "enable_signature_method_name_check": "true",
