@@ -26,7 +26,14 @@ Checks, in TF Serving's order, all INVALID_ARGUMENT (:class:`InvalidArgumentErro
    ``Illegal setting neither ModelServerConfig::model_type (deprecated) nor
    ModelServerConfig::model_platform.``, ``Model X requests unsupported platform P`` (supported:
    :func:`pyserving.loaders.platform.platform_names`).
-5. ``logging_config`` -> ``not supported yet: request logging (logging_config of model X)``.
+5. ``logging_config`` (request logging, :class:`RequestLoggingConfig`), messages starting
+   ``logging_config of model X:``: ``log_collector_config.filename_prefix`` is required and
+   must be an absolute path naming the start of a file name (not ending in ``/``);
+   ``sampling_config.sampling_rate`` must be in [0, 1]; ``log_collector_config.type`` is kept
+   as given (pyserving has one collector: TFRecord files); ``custom_logging_config``,
+   ``sampling_config.per_task_sampling_configs`` and ``sampling_config.attributes`` are
+   refused as not supported. A rate of 0 (the proto's default) is accepted with a warning: it
+   logs nothing. (TF Serving's open-source binary refuses every ``logging_config``.)
 
 Not checked here: whether a label names an AVAILABLE version (FAILED_PRECONDITION in TF
 Serving) needs the servables' states and belongs to whoever installs the labels.
@@ -59,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TENSORFLOW_PLATFORM",
     "ModelEntry",
+    "RequestLoggingConfig",
     "load_model_server_config",
     "config_from_flags",
     "models_from_config",
@@ -80,11 +88,57 @@ _SCHEME_RE = re.compile(r"[a-zA-Z][0-9a-zA-Z.]*://")
 
 
 @dataclass(frozen=True, slots=True)
+class RequestLoggingConfig:
+    """A model's request logging: TF Serving's ``LoggingConfig`` once validated.
+
+    ``filename_prefix`` (``log_collector_config.filename_prefix``): an absolute path; the log
+    files are ``<filename_prefix>.<UTC time>.<n>.tfrecord`` (see
+    :mod:`pyserving.server.request_logger`), the folder is created when missing.
+    ``sampling_rate`` (``sampling_config.sampling_rate``): the probability, in [0, 1], that a
+    successful request is logged; 0, the proto's default, logs nothing.
+    ``collector_type`` (``log_collector_config.type``): kept for the config's round trip;
+    pyserving has one collector (TFRecord files) whatever it says.
+
+    Raises :class:`InvalidArgumentError` naming the field, the rule and the value.
+    """
+
+    filename_prefix: str
+    sampling_rate: float = 0.0
+    collector_type: str = ""
+
+    def __post_init__(self) -> None:
+        prefix = self.filename_prefix
+        if not isinstance(prefix, str) or not prefix:
+            raise InvalidArgumentError(
+                "log_collector_config.filename_prefix is required: the absolute path every log file name "
+                f"starts with, e.g. '/var/log/pyserving/requests'; got {prefix!r}"
+            )
+        if not os.path.isabs(prefix):
+            raise InvalidArgumentError(
+                f"log_collector_config.filename_prefix must be an absolute path, got {prefix!r}"
+            )
+        if prefix.endswith(("/", os.sep)):
+            raise InvalidArgumentError(
+                "log_collector_config.filename_prefix must name the start of a file name, not a folder "
+                f"(e.g. {prefix + 'requests'!r}), got {prefix!r}"
+            )
+        rate = self.sampling_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise InvalidArgumentError(f"sampling_config.sampling_rate must be in [0, 1], got {rate!r}")
+        object.__setattr__(self, "sampling_rate", float(rate))
+        if not isinstance(self.collector_type, str):
+            raise InvalidArgumentError(
+                f"log_collector_config.type must be a string, got {self.collector_type!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class ModelEntry:
     """One model the server should serve: what a ``ModelConfig`` means once validated.
 
     ``base_path`` is absolute (or a URI); ``platform`` is a registered platform name;
-    ``version_labels`` maps label -> version and is read-only.
+    ``version_labels`` maps label -> version and is read-only; ``logging`` is the model's
+    request logging, None when its config has no ``logging_config``.
     """
 
     name: str
@@ -92,6 +146,7 @@ class ModelEntry:
     platform: str = TENSORFLOW_PLATFORM
     version_policy: ServableVersionPolicy = LatestVersions()
     version_labels: Mapping[str, int] = field(default_factory=dict, hash=False)
+    logging: RequestLoggingConfig | None = None
 
     def __post_init__(self) -> None:
         labels = dict(self.version_labels)
@@ -101,6 +156,10 @@ class ModelEntry:
                     f"version_labels of model {self.name} must map str to int, got {label!r}: {version!r}"
                 )
         object.__setattr__(self, "version_labels", MappingProxyType(labels))
+        if self.logging is not None and not isinstance(self.logging, RequestLoggingConfig):
+            raise InvalidArgumentError(
+                f"logging of model {self.name} must be a RequestLoggingConfig or None, got {self.logging!r}"
+            )
 
 
 def uri_is_relative_path(uri: str) -> bool:
@@ -189,6 +248,43 @@ def _policy(config: ModelConfig, warnings: list[str]) -> ServableVersionPolicy:
         raise InvalidArgumentError(f"model_version_policy of model {config.name}: {exc.message}") from exc
 
 
+def _request_logging(config: ModelConfig, warnings: list[str]) -> RequestLoggingConfig | None:
+    """The validated ``logging_config`` of ``config`` (None when it has none)."""
+    if not config.HasField("logging_config"):
+        return None
+    proto = config.logging_config
+    where = f"logging_config of model {config.name}"
+    sampling = proto.sampling_config
+    if proto.HasField("custom_logging_config"):
+        raise InvalidArgumentError(
+            f"{where}: custom_logging_config is not supported (got {proto.custom_logging_config.type_url!r}); "
+            "pyserving writes TFRecord files under log_collector_config.filename_prefix"
+        )
+    if len(sampling.per_task_sampling_configs):
+        raise InvalidArgumentError(
+            f"{where}: sampling_config.per_task_sampling_configs is not supported "
+            f"(got {len(sampling.per_task_sampling_configs)}); use sampling_config.sampling_rate"
+        )
+    if sampling.attributes:
+        raise InvalidArgumentError(
+            f"{where}: sampling_config.attributes is not supported, got {sampling.attributes}"
+        )
+    try:
+        result = RequestLoggingConfig(
+            filename_prefix=proto.log_collector_config.filename_prefix,
+            sampling_rate=sampling.sampling_rate,
+            collector_type=proto.log_collector_config.type,
+        )
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(f"{where}: {exc.message}") from exc
+    if result.sampling_rate == 0.0:
+        warnings.append(
+            f"Model {config.name} has a logging_config with sampling_rate 0: none of its requests is logged; "
+            "set logging_config { sampling_config { sampling_rate: R } } with R in (0, 1] to log them."
+        )
+    return result
+
+
 def _model_configs(config: Any, reload_rpc: bool) -> list[ModelConfig] | None:
     """The model list of ``config``, or None for an empty config (no action)."""
     full_name = getattr(getattr(config, "DESCRIPTOR", None), "full_name", None)
@@ -268,12 +364,10 @@ def models_from_config(
                 platform=platform,
                 version_policy=_policy(model, warnings),
                 version_labels={label: int(version) for label, version in model.version_labels.items()},
+                logging=_request_logging(model, warnings),
             )
         )
 
-    for model in configs:
-        if model.HasField("logging_config"):
-            raise InvalidArgumentError(f"not supported yet: request logging (logging_config of model {model.name})")
     for line in warnings:
         _log.warning("%s", line)
     return entries

@@ -14,7 +14,10 @@ list back as a text-format ``ModelServerConfig`` (what ``--model_config_file`` h
 
   (``model_version_policy`` is ``{"all": {}}`` or ``{"specific": {"versions": [1, 2]}}``
   for the other policies; ``version_labels`` is always present; the int64 fields are JSON
-  numbers, as in the route JSON, where protobuf's mapping writes strings — both parse);
+  numbers, as in the route JSON, where protobuf's mapping writes strings — both parse; a
+  model with request logging adds ``"logging_config": {"log_collector_config":
+  {"filename_prefix": "/logs/rec_a"}, "sampling_config": {"sampling_rate": 0.1}}``, with
+  ``sampling_rate`` always written and ``type`` only when set);
 * :func:`model_entry_from_json` -> the validated entry of a JSON document: both
   ``base_path`` and ``basePath`` spellings, numbers or strings for int64 fields; it goes
   through :func:`~pyserving.server.model_config.models_from_config`, so TF Serving's checks
@@ -74,6 +77,11 @@ def model_config_from_entry(entry: ModelEntry) -> ModelConfig:
         )
     for label, version in sorted(entry.version_labels.items()):
         config.version_labels[label] = version
+    if entry.logging is not None:
+        collector = config.logging_config.log_collector_config
+        collector.filename_prefix = entry.logging.filename_prefix
+        collector.type = entry.logging.collector_type
+        config.logging_config.sampling_config.sampling_rate = entry.logging.sampling_rate
     return config
 
 
@@ -88,6 +96,10 @@ def model_config_to_json(entry: ModelEntry) -> dict[str, Any]:
     if "specific" in policy:
         policy["specific"] = {"versions": [int(v) for v in policy["specific"].get("versions", ())]}
     doc["version_labels"] = {label: int(v) for label, v in doc.get("version_labels", {}).items()}
+    if entry.logging is not None:
+        logging_doc = doc.setdefault("logging_config", {})
+        logging_doc.setdefault("log_collector_config", {})
+        logging_doc.setdefault("sampling_config", {})["sampling_rate"] = entry.logging.sampling_rate
     return doc
 
 

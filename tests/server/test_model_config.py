@@ -15,6 +15,7 @@ from pyserving.server.model_config import (
     CUSTOM_CONFIG_MESSAGE,
     RELOAD_RPC_UNSUPPORTED_MESSAGE,
     ModelEntry,
+    RequestLoggingConfig,
     config_from_flags,
     load_model_server_config,
     models_from_config,
@@ -213,10 +214,77 @@ def test_model_type_and_platform_rules(caplog: pytest.LogCaptureFixture) -> None
     assert any("deprecated ModelConfig field model_type" in r.getMessage() for r in caplog.records)
 
 
-def test_logging_config_not_supported_yet() -> None:
-    config = one_model("name: 'logged' base_path: '/a' model_platform: 'tensorflow' "
-                       "logging_config { sampling_config { sampling_rate: 0.5 } }")
-    assert error_of(config) == "not supported yet: request logging (logging_config of model logged)"
+# --- logging_config (request logging) -------------------------------------------------------
+
+
+def logged_model(logging_config: str) -> pb.ModelServerConfig:
+    return one_model(f"name: 'logged' base_path: '/a' model_platform: 'tensorflow' logging_config {{ {logging_config} }}")
+
+
+def test_logging_config_is_parsed_into_the_entry() -> None:
+    config = logged_model("log_collector_config { type: 'tfrecord' filename_prefix: '/logs/req' } "
+                          "sampling_config { sampling_rate: 0.25 }")
+    [entry] = models_from_config(config)
+    assert entry.logging == RequestLoggingConfig("/logs/req", 0.25, "tfrecord")
+    assert entry == ModelEntry("logged", "/a", logging=RequestLoggingConfig("/logs/req", 0.25, "tfrecord"))
+    assert hash(entry) == hash(ModelEntry("logged", "/a", logging=RequestLoggingConfig("/logs/req", 0.25, "tfrecord")))
+    assert entry != ModelEntry("logged", "/a", logging=RequestLoggingConfig("/logs/req", 0.5, "tfrecord"))
+    assert entry != ModelEntry("logged", "/a")
+    plain = one_model("name: 'plain' base_path: '/a' model_platform: 'tensorflow'")
+    assert models_from_config(plain)[0].logging is None
+
+
+@pytest.mark.parametrize(
+    ("logging_config", "message"),
+    [
+        ("sampling_config { sampling_rate: 0.5 }",
+         "logging_config of model logged: log_collector_config.filename_prefix is required"),
+        ("log_collector_config { filename_prefix: 'logs/req' } sampling_config { sampling_rate: 0.5 }",
+         "logging_config of model logged: log_collector_config.filename_prefix must be an absolute path, "
+         "got 'logs/req'"),
+        ("log_collector_config { filename_prefix: 'gs://bucket/req' }",
+         "logging_config of model logged: log_collector_config.filename_prefix must be an absolute path, "
+         "got 'gs://bucket/req'"),
+        ("log_collector_config { filename_prefix: '/logs/' }",
+         "logging_config of model logged: log_collector_config.filename_prefix must name the start of a file "
+         "name, not a folder (e.g. '/logs/requests'), got '/logs/'"),
+        ("log_collector_config { filename_prefix: '/logs/req' } sampling_config { sampling_rate: 1.5 }",
+         "logging_config of model logged: sampling_config.sampling_rate must be in [0, 1], got 1.5"),
+        ("log_collector_config { filename_prefix: '/logs/req' } sampling_config { sampling_rate: -0.1 }",
+         "logging_config of model logged: sampling_config.sampling_rate must be in [0, 1], got -0.1"),
+        ("log_collector_config { filename_prefix: '/logs/req' } sampling_config { sampling_rate: nan }",
+         "logging_config of model logged: sampling_config.sampling_rate must be in [0, 1], got nan"),
+        ("log_collector_config { filename_prefix: '/logs/req' } "
+         "sampling_config { per_task_sampling_configs { dc: 'x' sampling_rate: 1 } }",
+         "logging_config of model logged: sampling_config.per_task_sampling_configs is not supported"),
+        ("log_collector_config { filename_prefix: '/logs/req' } sampling_config { attributes: 1 }",
+         "logging_config of model logged: sampling_config.attributes is not supported, got 1"),
+        ("log_collector_config { filename_prefix: '/logs/req' } "
+         "custom_logging_config { type_url: 'type.googleapis.com/x.Y' }",
+         "logging_config of model logged: custom_logging_config is not supported"),
+    ],
+)
+def test_invalid_logging_config_is_invalid_argument_naming_model_and_value(logging_config: str, message: str) -> None:
+    assert error_of(logged_model(logging_config)).startswith(message)
+
+
+def test_logging_config_with_rate_zero_warns(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pyserving.server.model_config")
+    [entry] = models_from_config(logged_model("log_collector_config { filename_prefix: '/logs/req' }"))
+    assert entry.logging == RequestLoggingConfig("/logs/req", 0.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "Model logged has a logging_config with sampling_rate 0" in warnings[0]
+
+
+def test_request_logging_config_validates_when_built_directly() -> None:
+    assert RequestLoggingConfig("/l/r", 1).sampling_rate == 1.0
+    assert isinstance(RequestLoggingConfig("/l/r", 1).sampling_rate, float)
+    with pytest.raises(InvalidArgumentError, match=r"sampling_rate must be in \[0, 1\], got True"):
+        RequestLoggingConfig("/l/r", True)
+    with pytest.raises(InvalidArgumentError, match="filename_prefix is required"):
+        RequestLoggingConfig("")
+    with pytest.raises(InvalidArgumentError, match="logging of model m must be a RequestLoggingConfig or None"):
+        ModelEntry("m", "/m", logging={"filename_prefix": "/l/r"})  # type: ignore[arg-type]
 
 
 def test_reload_rpc_accepts_a_model_list() -> None:

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from pyserving.servable.errors import InvalidArgumentError, NotFoundError
-from pyserving.server.model_config import ModelEntry, load_model_server_config, models_from_config
+from pyserving.server.model_config import (
+    ModelEntry,
+    RequestLoggingConfig,
+    load_model_server_config,
+    models_from_config,
+)
 from pyserving.server.model_config_io import (
     config_text,
     model_config_from_entry,
@@ -26,6 +31,8 @@ ENTRIES = [
     ModelEntry("every", "gs://bucket/every", "python", AllVersions(), {"stable": 1}),
     ModelEntry("pinned", "/models/pinned", "tensorflow", SpecificVersions((43, 42)), {"stable": 42, "canary": 43}),
     ModelEntry("none", "/models/none", "tensorflow", SpecificVersions(())),
+    ModelEntry("logged", "/models/logged", logging=RequestLoggingConfig("/logs/logged", 0.125, "tfrecord")),
+    ModelEntry("unsampled", "/models/unsampled", logging=RequestLoggingConfig("/logs/unsampled")),
 ]
 
 
@@ -50,6 +57,22 @@ def test_entry_round_trips_through_json_and_proto(entry: ModelEntry) -> None:
     assert model_entry_from_json(json.dumps(doc).encode(), None) == entry
     assert model_entry_from_json(doc, entry.name, [entry]) == entry
     assert models_from_config_of(entry) == entry
+
+
+def test_json_form_of_request_logging() -> None:
+    assert model_config_to_json(ENTRIES[5])["logging_config"] == {
+        "log_collector_config": {"filename_prefix": "/logs/logged", "type": "tfrecord"},
+        "sampling_config": {"sampling_rate": 0.125},
+    }
+    assert model_config_to_json(ENTRIES[6])["logging_config"] == {
+        "log_collector_config": {"filename_prefix": "/logs/unsampled"},
+        "sampling_config": {"sampling_rate": 0.0},
+    }
+    assert "logging_config" not in model_config_to_json(ENTRIES[0])
+    camel = {"basePath": "/models/logged", "modelPlatform": "tensorflow",
+             "loggingConfig": {"logCollectorConfig": {"filenamePrefix": "/logs/logged", "type": "tfrecord"},
+                               "samplingConfig": {"samplingRate": 0.125}}}
+    assert model_entry_from_json(camel, "logged") == ENTRIES[5]
 
 
 def models_from_config_of(entry: ModelEntry) -> ModelEntry:
@@ -94,7 +117,10 @@ def test_name_from_the_path_fills_a_missing_name_and_must_match_a_given_one() ->
         (json.dumps({"base_path": "/m", "model_platform": "onnx"}), "Model m requests unsupported platform onnx"),
         (json.dumps({"base_path": "/m"}), "Illegal setting neither ModelServerConfig::model_type"),
         (json.dumps({"base_path": "/m", "model_platform": "python", "logging_config": {}}),
-         "not supported yet: request logging"),
+         "logging_config of model m: log_collector_config.filename_prefix is required"),
+        (json.dumps({"base_path": "/m", "model_platform": "python", "logging_config": {
+            "log_collector_config": {"filename_prefix": "/l/m"}, "sampling_config": {"sampling_rate": 2}}}),
+         "logging_config of model m: sampling_config.sampling_rate must be in [0, 1], got 2.0"),
     ],
 )
 def test_invalid_bodies_are_invalid_argument_naming_the_problem(body: str | bytes, message: str) -> None:
