@@ -36,9 +36,10 @@ import gc
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -62,6 +63,7 @@ __all__ = [
     "SavedModelOptions",
     "SavedModelLoader",
     "SavedModelServable",
+    "set_load_observer",
     "RAM_ESTIMATE_FACTOR",
     "directory_size",
 ]
@@ -239,6 +241,35 @@ class SavedModelServable:
             backend.close()
 
 
+#: ``observer(model_path, ok, latency_s)`` after each SavedModel load attempt (TF's
+#: ``:tensorflow:cc:saved_model:load_attempt_count`` / ``load_latency``); see set_load_observer.
+LoadObserver = Callable[[str, bool, float], None]
+_load_observer_lock = threading.Lock()
+_load_observer: LoadObserver | None = None
+
+
+def set_load_observer(observer: LoadObserver | None) -> LoadObserver | None:
+    """Install ``observer`` (None removes it), process-wide; returns the one it replaces.
+
+    It is called on the load thread after each attempt to read a SavedModel (warmup not
+    included), possibly from several threads at once; an exception it raises is logged
+    and ignored."""
+    global _load_observer
+    with _load_observer_lock:
+        previous, _load_observer = _load_observer, observer
+    return previous
+
+
+def _notify_load(model_path: str, ok: bool, latency_s: float) -> None:
+    observer = _load_observer
+    if observer is None:
+        return
+    try:
+        observer(model_path, ok, latency_s)
+    except Exception:  # noqa: BLE001 - metrics must never fail a load
+        _log.exception("SavedModel load observer failed")
+
+
 class SavedModelLoader(Loader):
     """Loads one SavedModel version directory. Construction only remembers the path."""
 
@@ -268,7 +299,13 @@ class SavedModelLoader(Loader):
     def load(self) -> None:
         if self._servable is not None:
             raise FailedPreconditionError(f"SavedModel {self._storage_path} is already loaded")
-        servable = SavedModelServable.load(self._storage_path.path, self._options)
+        started = time.perf_counter()
+        try:
+            servable = SavedModelServable.load(self._storage_path.path, self._options)
+        except BaseException:
+            _notify_load(self._storage_path.path, False, time.perf_counter() - started)
+            raise
+        _notify_load(self._storage_path.path, True, time.perf_counter() - started)
         _log.info(
             "Loaded SavedModel %s from %s (tags %s, %s runner, signatures: %s)",
             self._id or "", self._storage_path, ",".join(servable.meta_graph_tags),

@@ -182,6 +182,10 @@ class AspiredVersionsManager(Target[Loader]):
     def get_available_handles(self) -> dict[ServableId, ServableHandle[Any]]:
         return self._basic.get_available_handles()
 
+    def handle_counts(self) -> dict[ServableId, int]:
+        """See :meth:`BasicManager.handle_counts`."""
+        return self._basic.handle_counts()
+
     @property
     def event_bus(self) -> EventBus[ServableState]:
         return self._event_bus

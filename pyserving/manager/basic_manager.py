@@ -173,6 +173,16 @@ class BasicManager:
                 handles[harness.id] = handle
         return handles
 
+    def handle_counts(self) -> dict[ServableId, int]:
+        """Handles held now, by available version (the requests each version is answering;
+        versions with none are left out). Lock-free, for metrics."""
+        counts = {}
+        for harness in self._serving_map.entries():
+            count = harness.refcount
+            if count:
+                counts[harness.id] = count
+        return counts
+
     # -- managing ----------------------------------------------------------------------
 
     def manage(self, data: ServableData[Loader]) -> None:

@@ -37,7 +37,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from pyserving.loaders.loader import Loader
 from pyserving.loaders.platform import get_platform
@@ -135,6 +135,7 @@ class ServerCore:
         connect(self._router, self.manager)
         self._lock = threading.Lock()  # serialises start / reload_config / stop; never held by requests
         self._models: list[ModelEntry] = []
+        self._model_listeners: list[Callable[[list[ModelEntry]], None]] = []
         self._started = False
         self._stopped = False
 
@@ -200,6 +201,17 @@ class ServerCore:
             )
         self._source.update_config(watched)
         self.readiness.set_models(m.name for m in models)
+        for listener in list(self._model_listeners):
+            try:
+                listener(list(models))
+            except Exception:  # noqa: BLE001 - a listener must not break a reload
+                _log.exception("A model-list listener failed")
+
+    def add_models_listener(self, listener: Callable[[list[ModelEntry]], None]) -> None:
+        """Call ``listener(models)`` each time a model list is installed (start, reload,
+        admin change, restore), under the configuration lock; it must be quick and not call
+        back into this core's configuration methods (the request loggers use it)."""
+        self._model_listeners.append(listener)
 
     def _await_and_label(self, models: Sequence[ModelEntry], wait_for: Sequence[str], initial: bool) -> None:
         noun = "servable(s)" if initial else "model(s)"

@@ -201,9 +201,18 @@ class MetadataResult:
 class DataPlane:
     """Predict, classify, regress, multi-inference, metadata and status over a core."""
 
-    def __init__(self, core: ServingCore, router: Router | None = None) -> None:
+    def __init__(
+        self,
+        core: ServingCore,
+        router: Router | None = None,
+        on_runtime: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        """``on_runtime(model, api, seconds)``: the model call's own time of each predict,
+        classify and regress (``api`` "Predict" / "Classify" / "Regress"; with batching it
+        includes the wait for the batch), for ``:tensorflow:serving:runtime_latency``."""
         self._core = core
         self._router = router
+        self._on_runtime = on_runtime
 
     @property
     def router(self) -> Router | None:
@@ -367,6 +376,8 @@ class DataPlane:
         inputs = decode(signature)
         check_inputs(signature, inputs)
         check_output_filter(signature, output_filter)
+        on_runtime = self._on_runtime
+        started = time.perf_counter() if on_runtime is not None else 0.0
         if deadline is None:
             outputs = servable.run(name, inputs, tuple(output_filter))
         elif time.monotonic() >= deadline:
@@ -377,6 +388,8 @@ class DataPlane:
             outputs = servable.run(name, inputs, tuple(output_filter), deadline=deadline)  # type: ignore[call-arg]
         else:
             outputs = servable.run(name, inputs, tuple(output_filter))
+        if on_runtime is not None:
+            on_runtime(handle.id.name, "Predict", time.perf_counter() - started)
         return PredictResult(handle.id, name, signature, outputs, inputs)
 
     # -- classify / regress ------------------------------------------------------------
@@ -454,7 +467,10 @@ class DataPlane:
         self, handle: ServableHandle[Any], servable: InferenceServable, spec: ModelSpec, examples: Sequence[bytes]
     ) -> ClassifyResult:
         name, classify = self._example_method(handle, servable, spec, examples, CLASSIFY_METHOD)
+        started = time.perf_counter()
         outputs = classify(name, list(examples))
+        if self._on_runtime is not None:
+            self._on_runtime(handle.id.name, "Classify", time.perf_counter() - started)
         if not isinstance(outputs, Mapping):
             raise InternalError(
                 f"Servable {handle.id} classify() returned {type(outputs).__name__}; "
@@ -467,7 +483,11 @@ class DataPlane:
         self, handle: ServableHandle[Any], servable: InferenceServable, spec: ModelSpec, examples: Sequence[bytes]
     ) -> RegressResult:
         name, regress = self._example_method(handle, servable, spec, examples, REGRESS_METHOD)
-        values = check_regress_output(regress(name, list(examples)), len(examples))
+        started = time.perf_counter()
+        raw = regress(name, list(examples))
+        if self._on_runtime is not None:
+            self._on_runtime(handle.id.name, "Regress", time.perf_counter() - started)
+        values = check_regress_output(raw, len(examples))
         return RegressResult(handle.id, name, values)
 
     @staticmethod

@@ -187,9 +187,10 @@ FLAGS: tuple[FlagSpec, ...] = (
        "Text-format SSLConfig (server_key, server_cert, custom_ca: PEM text, not file names; client_verify): "
        "TLS on the gRPC port and socket as in TF Serving and, beyond it, HTTPS on the REST port with the same "
        "certificate; client_verify requires client certificates signed by custom_ca on both (mutual TLS)."),
+    _f("monitoring_config_file", str, "", _I,
+       "Text-format MonitoringConfig: prometheus_config { enable: true path: '/monitoring/prometheus/metrics' } "
+       "serves Prometheus metrics (TF Serving's names plus pyserving_*) on the REST port."),
     # LATER
-    _f("monitoring_config_file", str, "", _L,
-       "Text-format MonitoringConfig (Prometheus endpoint on the REST port).", feature="monitoring"),
     _f("tensorflow_session_config_file", str, "", _L,
        "Text-format TensorFlow ConfigProto for sessions.", feature="session config"),
     _f("per_process_gpu_memory_fraction", float, 0.0, _L,
@@ -475,6 +476,8 @@ def _validate(opts: ModelServerOptions) -> None:
         raise FlagError(
             "--admin_persist_config needs --model_config_file: admin changes are written back to that file"
         )
+    if opts.monitoring_config_file and not opts.rest_api_port:
+        raise FlagError("--monitoring_config_file needs the REST port (--rest_api_port > 0): metrics are served there")
     if opts.enable_admin_api and not opts.rest_api_port:
         raise FlagError("--enable_admin_api needs the REST port (--rest_api_port > 0): the admin API is REST")
     if opts.total_model_memory_limit_bytes < 0:

@@ -87,6 +87,11 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
         from pyserving.server.tls import load_ssl_config
 
         tls = load_ssl_config(o.ssl_config_file)
+    monitoring = None
+    if o.monitoring_config_file:
+        from pyserving.server.monitoring_config import load_monitoring_config
+
+        monitoring = load_monitoring_config(o.monitoring_config_file)
     host = os.environ.get("PYSERVING_HOST", "0.0.0.0")
     return ModelServerSettings(
         grpc_host=host,
@@ -109,6 +114,7 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
         admin_token=admin_token,
         admin_persist=o.admin_persist_config,
         tls=tls,
+        monitoring=monitoring,
         core=core,
     )
 

@@ -387,10 +387,20 @@ class ServerMetrics:
         yield ours
         yield _histogram("pyserving_request_latency_seconds", "Latency of successful requests, from arrival "
                          "to answer, in seconds.", ("model", "version", "api", "entrypoint"), _S_LE, latency)
-        gauge = GaugeMetricFamily("pyserving_requests_in_flight", "Requests being answered now, by the model "
-                                  "name they asked for.", labels=("model",))
-        for model, cell in in_flight:
-            gauge.add_metric((model,), cell.value)
+        gauge = GaugeMetricFamily("pyserving_requests_in_flight", "Requests being answered now, by model "
+                                  "(handles held on its versions, plus requests counted by in_flight_inc).",
+                                  labels=("model",))
+        values = {model: cell.value for model, cell in in_flight}
+        attached = self._attached
+        if attached is not None:
+            try:
+                held = attached.handle_counts()
+            except Exception:  # noqa: BLE001 - the core's section reports its own failure
+                held = {}
+            for sid, count in held.items():
+                values[sid.name] = values.get(sid.name, 0) + count
+        for model, value in sorted(values.items()):
+            gauge.add_metric((model,), value)
         yield gauge
 
 
@@ -410,6 +420,10 @@ class _CoreCollector:
     def __init__(self, core: ServerCore, router: Router | None) -> None:
         self._core = core
         self._router = router
+
+    def handle_counts(self) -> dict[Any, int]:
+        """Handles held now by version (requests in flight on the models)."""
+        return self._core.manager.handle_counts()
 
     def collect(self) -> Iterator[Metric]:
         yield from _guarded("servable states", self._states)

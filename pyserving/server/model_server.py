@@ -50,6 +50,8 @@ from pyserving.server.control_plane import ControlPlane
 from pyserving.server.core import ServerCore, ServerCoreOptions
 from pyserving.server.data_plane import DataPlane
 from pyserving.server.model_config import ModelEntry, load_model_server_config, models_from_config
+from pyserving.server.monitoring_config import MonitoringSettings
+from pyserving.server.request_logger import RequestLoggers
 from pyserving.server.tls import TlsSettings
 
 __all__ = ["ModelServer", "ModelServerSettings"]
@@ -89,6 +91,8 @@ class ModelServerSettings:
     admin_persist: bool = False
     #: TLS for the gRPC port and socket and the REST port (``--ssl_config_file``); None: plaintext
     tls: TlsSettings | None = None
+    #: Prometheus metrics on the REST port (``--monitoring_config_file``); None: off
+    monitoring: MonitoringSettings | None = None
     core: ServerCoreOptions = field(default_factory=ServerCoreOptions)
 
 
@@ -99,7 +103,23 @@ class ModelServer:
         self.core = ServerCore(settings.core)
         core = self.core
         self.router = Router(core, model_names=lambda: [m.name for m in core.models()])
-        self.data_plane = DataPlane(self.core, self.router)
+        #: Request logging (``logging_config`` of each model); reconfigured with every model list.
+        self.request_loggers = RequestLoggers()
+        core.add_models_listener(self.request_loggers.configure)
+        #: Prometheus metrics when ``settings.monitoring`` enables them, else None.
+        self.metrics: Any = None
+        on_runtime = None
+        if settings.monitoring is not None and settings.monitoring.enabled:
+            from pyserving.server.metrics import ServerMetrics
+
+            self.metrics = ServerMetrics()
+            self.metrics.attach(core, self.router)
+            on_runtime = self.metrics.record_runtime
+        #: Every finished model request is reported to these (metrics first).
+        self.observers: tuple[Any, ...] = (
+            (self.metrics, self.request_loggers) if self.metrics is not None else (self.request_loggers,)
+        )
+        self.data_plane = DataPlane(self.core, self.router, on_runtime)
         self.control = ControlPlane(
             self.core,
             self.router,
@@ -132,6 +152,7 @@ class ModelServer:
         from pyserving.server.rest_server import RestServerOptions, start_rest_server
 
         s = self.settings
+        self._observe_loads(True)
         try:
             self.core.start(self._initial_models)
             if s.routing_config_file:
@@ -148,6 +169,7 @@ class ModelServer:
                     self.data_plane,
                     self.reload_config_proto,
                     readiness=self.core.readiness,
+                    observers=self.observers,
                     options=GrpcServerOptions(
                         host=s.grpc_host,
                         port=s.grpc_port or None,
@@ -163,6 +185,8 @@ class ModelServer:
                     self.data_plane,
                     readiness=self.core.readiness,
                     admin=admin,
+                    observers=self.observers,
+                    metrics=(s.monitoring.path, self.metrics.render) if self.metrics is not None else None,
                     options=RestServerOptions(
                         host=s.rest_host,
                         port=s.rest_port,
@@ -228,9 +252,22 @@ class ModelServer:
                 _log.info("Stopped serving requests after %.2f s; unloading the models", time.monotonic() - started)
         finally:
             self.router.close()
+            self.request_loggers.close(max(grace, 5.0))  # after the front ends: nothing new arrives
             self.core.stop()
+            self._observe_loads(False)
             _log.info("Shutdown complete after %.2f s", time.monotonic() - started)
             self._stopped.set()
+
+    def _observe_loads(self, on: bool) -> None:
+        """Point the loaders' process-wide SavedModel load and warmup hooks at this server's
+        metrics (the last server started in a process wins), or take them back."""
+        if self.metrics is None:
+            return
+        from pyserving.loaders.saved_model import set_load_observer
+        from pyserving.loaders.warmup import set_warmup_observer
+
+        set_load_observer(self.metrics.record_load if on else None)
+        set_warmup_observer(self.metrics.record_warmup if on else None)
 
     # -- configuration -----------------------------------------------------------------------
 

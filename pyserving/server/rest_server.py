@@ -24,6 +24,8 @@ Also pyserving's::
 
     GET  /v1/routes                  -> {"routes": [statistics, ...]}
     GET  /v1/routes/{name}           -> one route's per-arm statistics (404 for no such route)
+    GET  <monitoring path>           -> Prometheus text (``--monitoring_config_file``; default
+                                        /monitoring/prometheus/metrics), rendered on the loop
     *    /v1/admin/...               -> the admin API (``admin_api``; run on the loop's default
                                         executor, never a model worker); 404 when it is off
 
@@ -387,8 +389,11 @@ class RestApplication:
         readiness: Readiness | None = None,
         admin: AdminApi | None = None,
         observers: Sequence[RequestObserver] = (),
+        metrics: tuple[str, Callable[[], tuple[bytes, str]]] | None = None,
     ) -> None:
         self._data_plane = data_plane
+        self._metrics_path = metrics[0].encode("utf-8") if metrics is not None else None
+        self._render_metrics = metrics[1] if metrics is not None else None
         self._admin = admin
         self._work = _Worker(data_plane, options.max_body_bytes, observers)
         self._readiness = readiness
@@ -406,6 +411,9 @@ class RestApplication:
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
         if target[:4].lower() != b"/v1/":
+            if method == "GET" and self._metrics_path is not None and target.split(b"?", 1)[0] == self._metrics_path:
+                page, content_type = self._render_metrics()  # type: ignore[misc]
+                return await self._send(send, 200, page, content_type.encode("ascii"))
             return await self._send(send, 404, _NOT_FOUND, b"text/html")
         if method == "GET" and target[:11].lower() == b"/v1/health/":
             health = self._health(target.lower())
@@ -618,15 +626,18 @@ def start_rest_server(
     readiness: Readiness | None = None,
     admin: AdminApi | None = None,
     observers: Sequence[RequestObserver] = (),
+    metrics: tuple[str, Callable[[], tuple[bytes, str]]] | None = None,
 ) -> RestServerHandle:
     """Bind, start the server thread, and return once it accepts connections.
 
     ``readiness`` answers ``GET /v1/health/ready`` (None: always ready); ``admin`` serves
     ``/v1/admin/...`` (None: the admin API is off); ``observers`` receive every finished
-    model request (metrics, request logging). Raises UnavailableError when the port cannot
+    model request (metrics, request logging); ``metrics`` = (path, render): ``GET path``
+    answers ``render()``'s Prometheus page (None: no metrics endpoint). Raises UnavailableError when the port cannot
     be bound or the server does not start.
     """
     options = options or RestServerOptions()
     return serve_in_thread(
-        options, lambda executor: RestApplication(data_plane, options, executor, readiness, admin, observers)
+        options,
+        lambda executor: RestApplication(data_plane, options, executor, readiness, admin, observers, metrics),
     )

@@ -119,6 +119,7 @@ IMPLEMENTED_SAMPLES = {
     "routing_config_file": ("/r.config", "/r.config"),
     "num_request_iterations_for_warmup": ("3", 3),
     "ssl_config_file": ("/ssl.pbtxt", "/ssl.pbtxt"),
+    "monitoring_config_file": ("/m.pbtxt", "/m.pbtxt"),
     "routing_config_file_poll_wait_seconds": ("3", 3),
     "admin_token_file": ("/token", "/token"),
     "batching_parameters_file": ("/b.pbtxt", "/b.pbtxt"),
@@ -135,7 +136,6 @@ BOOL_IMPLEMENTED = [
     "admin_persist_config",
 ]
 LATER_SAMPLES = {
-    "monitoring_config_file": "/m.pbtxt",
     "tensorflow_session_config_file": "/s.pbtxt",
     "per_process_gpu_memory_fraction": "0.5",
     "enable_signature_method_name_check": "true",
@@ -465,7 +465,7 @@ def test_usage_lists_every_flag_with_default_and_status() -> None:
     assert "--rest_api_port  (int32, default: 8501; implemented)" in text
     assert "[TF Serving default: 0]" in text
     assert "--enable_batching  (bool, default: false; implemented)" in text
-    assert "--monitoring_config_file  (str, default: ''; later: monitoring)" in text
+    assert "--tensorflow_session_config_file  (str, default: ''; later: session config)" in text
     assert "--model_name  (str, default: 'default'; implemented)" in text
     assert "--skip_initialize_tpu  (bool, default: false; not applicable)" in text
     assert "--load_retry_interval_micros  (int64, default: 60000000; implemented)" in text
