@@ -6,7 +6,9 @@ Platform options (the mapping the factory receives; every key optional):
 * ``"saved_model_tags"``: list of tags, or a comma-separated string like TF Serving's
   ``--saved_model_tags`` (default ``["serve"]``);
 * ``"intra_op_parallelism"`` / ``"inter_op_parallelism"``: int threads, 0 = TensorFlow
-  decides (TF Serving's ``--tensorflow_intra_op_parallelism`` / ``..._inter_op_...``).
+  decides (TF Serving's ``--tensorflow_intra_op_parallelism`` / ``..._inter_op_...``);
+  ``inter_op_parallelism`` defaults to -1: ops run on the calling thread (see
+  :class:`~pyserving.loaders.saved_model_runners.SavedModelOptions`).
   TensorFlow sizes its CPU pools once per process, from the first model loaded.
 * ``"batching"``: a :class:`~pyserving.loaders.batching.BatchingConfig` (``--enable_batching``):
   each SavedModel loader is wrapped in a :class:`~pyserving.loaders.batching.BatchingLoader`,
@@ -67,7 +69,7 @@ def saved_model_options(options: Mapping[str, Any]) -> Any:
     return SavedModelOptions(
         tags=tuple(tags),
         intra_op_parallelism=options.get("intra_op_parallelism", 0),
-        inter_op_parallelism=options.get("inter_op_parallelism", 0),
+        inter_op_parallelism=options.get("inter_op_parallelism", -1),
     )
 
 

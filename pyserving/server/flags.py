@@ -171,7 +171,9 @@ FLAGS: tuple[FlagSpec, ...] = (
     _f("tensorflow_intra_op_parallelism", int, 0, _I,
        "Threads for one op's parallel work; 0 lets TensorFlow decide.", int_bits=64),
     _f("tensorflow_inter_op_parallelism", int, 0, _I,
-       "Ops run concurrently; 0 lets TensorFlow decide. Setting all three parallelism flags is an error.",
+       "Ops run concurrently; 0 lets TensorFlow decide; -1 runs them on the calling thread (pyserving's "
+       "choice when neither this flag nor --tensorflow_session_parallelism is given). Setting all three "
+       "parallelism flags is an error.",
        int_bits=64),
     # batching
     _f("enable_batching", bool, False, _I,

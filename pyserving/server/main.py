@@ -49,6 +49,16 @@ def _auto_threads(value: int, default: int) -> int:
     return value if value > 0 else default
 
 
+def _inter_op_threads(o: ModelServerOptions) -> int:
+    """TF Serving's rule (the inter-op flag, else the session flag, 0: TensorFlow decides),
+    except that when neither flag is given the ops run on the calling thread (-1): a
+    request then pays no thread hand-off inside TensorFlow (README: Differences)."""
+    if o.tensorflow_inter_op_parallelism or o.tensorflow_session_parallelism:
+        return o.tensorflow_inter_op_parallelism or o.tensorflow_session_parallelism
+    explicit = {"tensorflow_inter_op_parallelism", "tensorflow_session_parallelism"} & o.explicit_flags
+    return 0 if explicit else -1
+
+
 def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
     """The server's settings for parsed flags. Reads ``--batching_parameters_file`` and
     ``--ssl_config_file`` (raises ServingError naming the file when it cannot be read or is
@@ -56,7 +66,7 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
     tensorflow_options: dict[str, object] = {
         "saved_model_tags": list(o.saved_model_tags),
         "intra_op_parallelism": o.tensorflow_intra_op_parallelism or o.tensorflow_session_parallelism,
-        "inter_op_parallelism": o.tensorflow_inter_op_parallelism or o.tensorflow_session_parallelism,
+        "inter_op_parallelism": _inter_op_threads(o),
         "enable_model_warmup": o.enable_model_warmup,
         "num_request_iterations_for_warmup": o.num_request_iterations_for_warmup,
     }

@@ -118,7 +118,10 @@ def test_options_mapping() -> None:
         ({"saved_model_tags": ""}, "saved_model_tags must be non-empty strings, got []"),
         ({"saved_model_tags": 3}, "saved_model_tags must be a list of strings"),
         ({"intra_op_parallelism": -1}, "intra_op_parallelism must be an int >= 0 (0 = auto), got -1"),
-        ({"inter_op_parallelism": True}, "inter_op_parallelism must be an int >= 0 (0 = auto), got True"),
+        ({"inter_op_parallelism": True},
+         "inter_op_parallelism must be an int >= -1 (0 = auto, -1 = the calling thread), got True"),
+        ({"inter_op_parallelism": -2},
+         "inter_op_parallelism must be an int >= -1 (0 = auto, -1 = the calling thread), got -2"),
     ],
 )
 def test_bad_options_are_rejected(options: dict[str, Any], fragment: str) -> None:
