@@ -36,3 +36,15 @@ def test_library_example_runs(tmp_path):
         "{name: greeter version: 1} Hello, world!",
         "{name: greeter version: 2} Bonjour, world!",
     ]
+
+
+def test_flag_table_matches_the_flags() -> None:
+    """Every flag has a README row whose status word matches its FlagSpec."""
+    from pyserving.server.flags import FLAGS, FlagStatus
+
+    words = {FlagStatus.IMPLEMENTED: "implemented", FlagStatus.LATER: "not supported yet",
+             FlagStatus.NOT_APPLICABLE: "accepted"}
+    for spec in FLAGS:
+        row = re.search(rf"^\| `--{spec.name}` \| [^|]* \| ([^|]*) \|$", README, flags=re.M)
+        assert row is not None, f"README has no row for --{spec.name}"
+        assert row.group(1).startswith(words[spec.status]), (spec.name, row.group(1))
