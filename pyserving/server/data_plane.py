@@ -333,7 +333,11 @@ class DataPlane:
         started = time.perf_counter()
         if router is not None and router.is_route(spec.name):
             choice = self._choose(router, spec)
-            handle = self._core.get_handle(choice.request)
+            try:
+                handle = self._core.get_handle(choice.request)
+            except BaseException as exc:
+                router.record(choice, time.perf_counter() - started, exc)
+                raise
         else:
             handle = self._handle(spec)
         try:
