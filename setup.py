@@ -36,7 +36,10 @@ setup(
     ],
     extras_require={
         # cryptography: the TLS tests generate their own CA, server and client certificates
-        "test": ["pytest>=8", "pytest-timeout>=2.2", "requests>=2.31", "cryptography>=42"],
+        # opentelemetry-sdk: the tracing tests export spans to its in-memory exporter
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "requests>=2.31", "cryptography>=42", "opentelemetry-sdk>=1.20"],
+        # --enable_tracing: OpenTelemetry's SDK and OTLP exporters (grpc and http/protobuf)
+        "otel": ["opentelemetry-api>=1.20", "opentelemetry-sdk>=1.20", "opentelemetry-exporter-otlp>=1.20"],
         # benchmarks/run.py: the course-style FastAPI baseline, and py-spy for the request-path profile
         "bench": ["fastapi>=0.110", "py-spy>=0.3.14"],
     },
@@ -44,6 +47,7 @@ setup(
         "console_scripts": [
             "pyserving=pyserving.cli:main",
             "pyserving-model-server=pyserving.server.main:main",
+            "pyserving-container-entrypoint=pyserving.server.container:main",
         ]
     },
     classifiers=[

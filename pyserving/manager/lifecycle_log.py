@@ -9,7 +9,11 @@ Attach it to the ``EventBus[ServableState]`` of any manager (``manager.event_bus
     lifecycle.statistics().models["m"].loads       # successful loads of model m
     lifecycle.close()                              # stop listening (counters stay readable)
 
-Lines (logger ``pyserving.manager.lifecycle_log``; failures at WARNING, the rest at INFO)::
+Lines (logger ``pyserving.manager.lifecycle_log``; failures at WARNING, the rest at INFO;
+each record carries the extras ``model``, ``version`` and ``event``, a machine name:
+``version_found``, ``version_loading``, ``version_available``, ``version_unloading``,
+``version_unloaded``, ``version_load_failed``, ``version_load_cancelled``,
+``version_unload_failed``, ``version_not_loaded``; JSON logs show them as fields)::
 
     {name: m version: 7} START: found, waiting to load
     {name: m version: 7} LOADING
@@ -191,10 +195,11 @@ class LifecycleLog:
         now = self._clock()
         with self._lock:
             event, failed = self._record(state, now)
+        extra = {"model": state.id.name, "version": state.id.version, "event": _event_name(event)}
         if failed:
-            self._logger.warning("%s", event.message)
+            self._logger.warning("%s", event.message, extra=extra)
         else:
-            self._logger.info("%s", event.message)
+            self._logger.info("%s", event.message, extra=extra)
         self._listeners.publish(event)
 
     def _record(self, state: ServableState, now: float) -> tuple[LifecycleEvent, bool]:
@@ -266,6 +271,26 @@ class LifecycleLog:
             return "END: load cancelled (no longer wanted)", False
         counters.load_failures += 1
         return f"END: load failed: {_message(error, state.id, 'Loading')}", True
+
+
+def _event_name(event: LifecycleEvent) -> str:
+    """The line's machine name (the ``event`` extra of its log record, a field of JSON logs)."""
+    new, error = event.state.manager_state, event.state.health
+    if new is not ManagerState.END:
+        return _EVENT_NAMES[new]
+    if event.previous is ManagerState.UNLOADING:
+        return "version_unload_failed" if error is not None else "version_unloaded"
+    if error is None:
+        return "version_not_loaded"
+    return "version_load_cancelled" if error.code is Code.CANCELLED else "version_load_failed"
+
+
+_EVENT_NAMES = {
+    ManagerState.START: "version_found",
+    ManagerState.LOADING: "version_loading",
+    ManagerState.AVAILABLE: "version_available",
+    ManagerState.UNLOADING: "version_unloading",
+}
 
 
 def _message(error: ServingError, sid: ServableId, verb: str) -> str:

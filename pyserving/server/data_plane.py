@@ -77,6 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from pyserving.manager.router import RouteChoice, Router
+    from pyserving.server.tracing import Tracing
 
 __all__ = [
     "ModelSpec",
@@ -206,17 +207,26 @@ class DataPlane:
         core: ServingCore,
         router: Router | None = None,
         on_runtime: Callable[[str, str, float], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``on_runtime(model, api, seconds)``: the model call's own time of each predict,
         classify and regress (``api`` "Predict" / "Classify" / "Regress"; with batching it
-        includes the wait for the batch), for ``:tensorflow:serving:runtime_latency``."""
+        includes the wait for the batch), for ``:tensorflow:serving:runtime_latency``.
+        ``tracing``: the OpenTelemetry tracing both front ends apply to every model request
+        (:mod:`pyserving.server.tracing`); None: off."""
         self._core = core
         self._router = router
         self._on_runtime = on_runtime
+        self._tracing = tracing
 
     @property
     def router(self) -> Router | None:
         return self._router
+
+    @property
+    def tracing(self) -> Tracing | None:
+        """The request tracing of the front ends over this data plane (None: off)."""
+        return self._tracing
 
     def batches(self, spec: ModelSpec) -> bool:
         """Whether ``spec`` resolves (now) to a version that queues runs (a batching servable),

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
 from pyserving.servable.errors import InvalidArgumentError
+from pyserving.server.log_format import LOG_FORMATS
 
 __all__ = [
     "FlagStatus",
@@ -244,6 +245,17 @@ FLAGS: tuple[FlagSpec, ...] = (
     _f("admin_persist_config", bool, False, _I,
        "Write admin API changes back (atomically) to --model_config_file and --routing_config_file, so they "
        "survive a restart; needs --enable_admin_api and --model_config_file.", extension=True),
+    _f("log_format", str, "text", _I,
+       "How log lines on stderr look: 'text' (readable lines) or 'json' (one JSON object per line: timestamp, "
+       "level, logger, event, message, and model and version where a line is about one).", extension=True),
+    _f("enable_access_log", bool, False, _I,
+       "Log one line per finished gRPC or REST model request (logger pyserving.access: entrypoint, API, model, "
+       "version, status, latency in ms), written off the request thread; follows --log_format.",
+       extension=True),
+    _f("enable_tracing", bool, False, _I,
+       "Trace every model request with OpenTelemetry (needs pip install 'pyserving[otel]'): a span per request "
+       "with decode, queue, model run and encode children, parent from a W3C traceparent header or metadata; "
+       "exporter from the standard OTEL_* variables (OTLP by default).", extension=True),
     # actions
     _f("version", bool, False, _I, "Print the versions and exit.", field="show_version"),
     _f("help", bool, False, _I, "Print this text and exit.", field="show_help"),
@@ -314,6 +326,9 @@ class ModelServerOptions:
     enable_admin_api: bool = False  # pyserving extension
     admin_token_file: str = ""  # pyserving extension
     admin_persist_config: bool = False  # pyserving extension
+    log_format: str = "text"  # pyserving extension: "text" | "json"
+    enable_access_log: bool = False  # pyserving extension
+    enable_tracing: bool = False  # pyserving extension
     show_version: bool = False  # --version: print version_text() and exit 0
     show_help: bool = False  # --help: print usage() and exit 0
     #: Names of the flags given on the command line (without ``--``).
@@ -482,6 +497,10 @@ def _validate(opts: ModelServerOptions) -> None:
         raise FlagError("--monitoring_config_file needs the REST port (--rest_api_port > 0): metrics are served there")
     if opts.enable_admin_api and not opts.rest_api_port:
         raise FlagError("--enable_admin_api needs the REST port (--rest_api_port > 0): the admin API is REST")
+    if opts.log_format not in LOG_FORMATS:
+        raise FlagError(
+            f"invalid value for flag --log_format: {opts.log_format!r} (expected one of {', '.join(LOG_FORMATS)})"
+        )
     if opts.total_model_memory_limit_bytes < 0:
         raise FlagError(
             f"--total_model_memory_limit_bytes must be >= 0 (0 = no limit), got {opts.total_model_memory_limit_bytes}"

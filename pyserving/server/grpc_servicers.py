@@ -20,6 +20,11 @@ request that waits for a batch past its deadline is dropped before the model run
 A model call already running when its deadline passes runs to the end; gRPC drops its
 answer (TF Serving turns the deadline into a session timeout, which Python cannot do).
 
+Tracing: with the data plane's :class:`~pyserving.server.tracing.Tracing` (``--enable_tracing``)
+every RPC of a model (not HandleReloadConfigRequest) gets a span whose parent is the
+``traceparent`` of its metadata; Predict, Classify, Regress and MultiInference mark their
+decode / model run / encode phases. Off, an RPC reads one attribute more.
+
 Threading and ownership: the servicers keep no per-request state and are safe to call
 from any number of gRPC worker threads at once. They hold, never own, the DataPlane and
 the ``reload_config`` callable, which runs on the RPC's worker thread; concurrent
@@ -33,7 +38,7 @@ import functools
 import logging
 import math
 import time
-from typing import Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import grpc
 
@@ -52,6 +57,10 @@ from pyserving.server.api_protos import (
 from pyserving.server.data_plane import ClassifyResult, DataPlane, ModelSpec, RegressResult
 from pyserving.server.request_events import RequestEvent, RequestObserver, notify
 from pyserving.server.status import grpc_message, to_serving_error
+from pyserving.server.tracing import DECODE, MODEL_RUN
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyserving.server.tracing import RequestTrace
 
 __all__ = ["PredictionServiceServicer", "ModelServiceServicer", "ReloadConfig"]
 
@@ -70,10 +79,13 @@ def _rpc(method: _F) -> _F:
     name = method.__name__
 
     observed = name in _OBSERVED_APIS
+    phased = name in _PHASED_APIS  # the method takes the trace and marks its phases
 
     @functools.wraps(method)
     def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         observers = self._observers if observed else ()
+        tracing = self._tracing if observed else None
+        trace = None if tracing is None else tracing.start_grpc(name, context.invocation_metadata())
         started = time.perf_counter() if observers else 0.0
         remaining = context.time_remaining()  # no deadline: a very large number (or None)
         if remaining is not None and remaining <= 0:
@@ -82,9 +94,15 @@ def _rpc(method: _F) -> _F:
             )
         else:
             try:
-                response = method(self, request, context)
+                if trace is not None and phased:
+                    response = method(self, request, context, trace)
+                else:
+                    response = method(self, request, context)
                 if observers:
                     notify(observers, _event(name, request, response, None, started))
+                if trace is not None:
+                    model, version = _answered_by(name, request, response)
+                    trace.finish(model=model, version=version)
                 return response
             except ServingError as exc:
                 error = exc
@@ -93,6 +111,8 @@ def _rpc(method: _F) -> _F:
                 error = to_serving_error(exc)
         if observers:
             notify(observers, _event(name, request, None, error, started))
+        if trace is not None:
+            trace.finish(error.code.name, error.message, model=_answered_by(name, request, None)[0])
         code = _GRPC_CODES.get(int(error.code), grpc.StatusCode.UNKNOWN)
         if code is grpc.StatusCode.OK:  # an error must never read as success
             code = grpc.StatusCode.UNKNOWN
@@ -105,10 +125,12 @@ def _rpc(method: _F) -> _F:
 _OBSERVED_APIS = frozenset({"Predict", "Classify", "Regress", "MultiInference", "GetModelMetadata", "GetModelStatus"})
 #: Requests the request log may keep (the others have no PredictionLog record type).
 _LOGGED_APIS = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
+#: RPCs whose method takes the request's trace (``trace=``) and marks decode / model run / encode.
+_PHASED_APIS = _LOGGED_APIS
 
 
-def _event(api: str, request: Any, response: Any, error: ServingError | None, started: float) -> RequestEvent:
-    """The observers' view of one finished RPC (the model and version that answered)."""
+def _answered_by(api: str, request: Any, response: Any) -> tuple[str, int | None]:
+    """(model, version) that answered; without a response, (the requested model, None)."""
     spec = None
     if response is not None:
         if api == "MultiInference":
@@ -116,11 +138,15 @@ def _event(api: str, request: Any, response: Any, error: ServingError | None, st
         elif api != "GetModelStatus":
             spec = response.model_spec
     if spec is not None:
-        model, version = spec.name, spec.version.value
-    else:
-        tasks = getattr(request, "tasks", None)
-        asked = tasks[0].model_spec if tasks else getattr(request, "model_spec", None)
-        model, version = (asked.name if asked is not None else ""), None
+        return spec.name, spec.version.value
+    tasks = getattr(request, "tasks", None)
+    asked = tasks[0].model_spec if tasks else getattr(request, "model_spec", None)
+    return (asked.name if asked is not None else ""), None
+
+
+def _event(api: str, request: Any, response: Any, error: ServingError | None, started: float) -> RequestEvent:
+    """The observers' view of one finished RPC (the model and version that answered)."""
+    model, version = _answered_by(api, request, response)
     logged = api in _LOGGED_APIS
     return RequestEvent(
         model=model,
@@ -181,6 +207,16 @@ def _serialized_examples(input_proto: Any) -> list[bytes]:
     return []
 
 
+def _decoded_examples(input_proto: Any, trace: RequestTrace | None) -> list[bytes]:
+    """:func:`_serialized_examples`, marked as the decode phase of ``trace`` (the model run follows)."""
+    if trace is None:
+        return _serialized_examples(input_proto)
+    trace.mark(DECODE)
+    examples = _serialized_examples(input_proto)
+    trace.mark(MODEL_RUN)
+    return examples
+
+
 class PredictionServiceServicer:
     """``tensorflow.serving.PredictionService`` over a :class:`DataPlane`.
 
@@ -201,12 +237,13 @@ class PredictionServiceServicer:
 
         self._data_plane = data_plane
         self._observers = tuple(observers)
+        self._tracing = data_plane.tracing  # None: requests are not traced
         self._tensor_content = tensor_content_outputs
         self._to_numpy = tensor_codec.to_numpy
         self._multi_inference_response = inference_pb2.MultiInferenceResponse
 
     @_rpc
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Predict(self, request: Any, context: grpc.ServicerContext, trace: RequestTrace | None = None) -> Any:
         spec = _spec(request, self._data_plane, context)
         inputs = request.inputs
         to_numpy = self._to_numpy
@@ -214,29 +251,41 @@ class PredictionServiceServicer:
         def decode(signature: Any) -> dict[str, Any]:
             return {name: to_numpy(tensor) for name, tensor in inputs.items()}
 
-        result = self._data_plane.predict(spec, decode, tuple(request.output_filter), _deadline(context))
+        result = self._data_plane.predict(
+            spec, decode if trace is None else trace.decoding(decode), tuple(request.output_filter), _deadline(context)
+        )
+        if trace is not None:
+            trace.ran(result.signature_name)
         return predict_response(result, tensor_content=self._tensor_content)
 
     @_rpc
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Classify(self, request: Any, context: grpc.ServicerContext, trace: RequestTrace | None = None) -> Any:
         spec = _spec(request, self._data_plane, context)
-        examples = _serialized_examples(request.input)
-        return classification_response(self._data_plane.classify(spec, examples))
+        examples = _decoded_examples(request.input, trace)
+        result = self._data_plane.classify(spec, examples)
+        if trace is not None:
+            trace.ran(result.signature_name)
+        return classification_response(result)
 
     @_rpc
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Regress(self, request: Any, context: grpc.ServicerContext, trace: RequestTrace | None = None) -> Any:
         spec = _spec(request, self._data_plane, context)
-        examples = _serialized_examples(request.input)
-        return regression_response(self._data_plane.regress(spec, examples))
+        examples = _decoded_examples(request.input, trace)
+        result = self._data_plane.regress(spec, examples)
+        if trace is not None:
+            trace.ran(result.signature_name)
+        return regression_response(result)
 
     @_rpc
-    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def MultiInference(self, request: Any, context: grpc.ServicerContext, trace: RequestTrace | None = None) -> Any:
         # As TF Serving: a task without a model_spec has the empty spec (no "Missing ModelSpec").
         tasks = [(spec_from_proto(task.model_spec), task.method_name) for task in request.tasks]
         if tasks and self._data_plane.is_route(tasks[0][0].name):
             tasks = [(_with_metadata(spec, context), method) for spec, method in tasks]
-        examples = _serialized_examples(request.input)
+        examples = _decoded_examples(request.input, trace)
         results = self._data_plane.multi_inference(tasks, examples)
+        if trace is not None:
+            trace.ran(",".join(result.signature_name for result in results))
         response = self._multi_inference_response()
         for result in results:
             entry = response.results.add()
@@ -273,6 +322,7 @@ class ModelServiceServicer:
 
         self._data_plane = data_plane
         self._observers = tuple(observers)
+        self._tracing = data_plane.tracing  # None: requests are not traced
         self._reload_config = reload_config
         self._reload_response = model_management_pb2.ReloadConfigResponse
 

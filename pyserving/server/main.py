@@ -30,6 +30,7 @@ from typing import Sequence
 from pyserving.server.batching_config import batching_config_from_flags
 from pyserving.server.core import ServerCoreOptions
 from pyserving.server.flags import FlagError, ModelServerOptions, parse_model_server_args, usage, version_text
+from pyserving.server.log_format import HeldRecords, configure_logging
 from pyserving.server.model_config import (
     ModelEntry,
     config_from_flags,
@@ -123,6 +124,8 @@ def settings_from_flags(o: ModelServerOptions) -> ModelServerSettings:
         enable_admin_api=o.enable_admin_api,
         admin_token=admin_token,
         admin_persist=o.admin_persist_config,
+        enable_tracing=o.enable_tracing,
+        access_log=o.enable_access_log,
         tls=tls,
         monitoring=monitoring,
         core=core,
@@ -202,25 +205,25 @@ def quiet_tensorflow_startup() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
-def _configure_logging() -> None:
+def _configure_logging(log_format: str, held: HeldRecords) -> None:
     quiet_tensorflow_startup()
-    logging.basicConfig(
-        level=os.environ.get("PYSERVING_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(log_format, os.environ.get("PYSERVING_LOG_LEVEL", "INFO"), held=held)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    # Before parsing: the parser logs its one warning line (ignored flags) itself.
-    _configure_logging()
+    # The parser logs its one warning line (ignored flags) itself, before --log_format is
+    # known: the line is held, then written in the chosen format.
+    held = HeldRecords()
     try:
-        options = parse_model_server_args(args)
+        with held:
+            options = parse_model_server_args(args)
     except FlagError as exc:
+        _configure_logging("text", held)
         print(f"pyserving-model-server: {exc}", file=sys.stderr)
         print("Run 'pyserving-model-server --help' for the list of flags.", file=sys.stderr)
         return 1
+    _configure_logging(options.log_format, held)
     if options.show_help:
         print(usage())
         return 0

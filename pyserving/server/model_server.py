@@ -93,6 +93,11 @@ class ModelServerSettings:
     tls: TlsSettings | None = None
     #: Prometheus metrics on the REST port (``--monitoring_config_file``); None: off
     monitoring: MonitoringSettings | None = None
+    #: one log line per finished request, logger ``pyserving.access`` (``--enable_access_log``)
+    access_log: bool = False
+    #: OpenTelemetry tracing of every model request (``--enable_tracing``; exporter from the
+    #: ``OTEL_*`` environment, see :mod:`pyserving.server.tracing`)
+    enable_tracing: bool = False
     core: ServerCoreOptions = field(default_factory=ServerCoreOptions)
 
 
@@ -119,7 +124,20 @@ class ModelServer:
         self.observers: tuple[Any, ...] = (
             (self.metrics, self.request_loggers) if self.metrics is not None else (self.request_loggers,)
         )
-        self.data_plane = DataPlane(self.core, self.router, on_runtime)
+        #: One log line per finished request (``settings.access_log``), else None.
+        self.access_log: Any = None
+        if settings.access_log:
+            from pyserving.server.access_log import AccessLog
+
+            self.access_log = AccessLog()
+            self.observers = (*self.observers, self.access_log)
+        #: OpenTelemetry request tracing when ``settings.enable_tracing`` (and not OTEL_SDK_DISABLED), else None.
+        self.tracing: Any = None
+        if settings.enable_tracing:
+            from pyserving.server.tracing import tracing_from_environment
+
+            self.tracing = tracing_from_environment()
+        self.data_plane = DataPlane(self.core, self.router, on_runtime, self.tracing)
         self.control = ControlPlane(
             self.core,
             self.router,
@@ -253,7 +271,11 @@ class ModelServer:
         finally:
             self.router.close()
             self.request_loggers.close(max(grace, 5.0))  # after the front ends: nothing new arrives
+            if self.access_log is not None:
+                self.access_log.close()
             self.core.stop()
+            if self.tracing is not None:
+                self.tracing.shutdown()  # exports the spans still pending
             self._observe_loads(False)
             _log.info("Shutdown complete after %.2f s", time.monotonic() - started)
             self._stopped.set()

@@ -75,6 +75,12 @@ class PendingPredict:
         """True once answered (set on the batch thread just before the callback runs)."""
         return self._result is not None or self._error is not None
 
+    def batch_started(self) -> float | None:
+        """When the batch that computed this request began (the batch scheduler's clock,
+        ``time.monotonic()`` by default), where the batch queue tells it (``Ticket.started_at``);
+        None otherwise, and before the batch ran. For tracing (the "queue" span)."""
+        return getattr(self._ticket, "started_at", None)
+
     def result(self) -> PredictResult:
         """The answer; raises the request's ServingError. Only after the callback ran."""
         if self._error is not None:

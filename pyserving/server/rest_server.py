@@ -64,6 +64,12 @@ Python cannot) and finishes in the background, its answer dropped.
 Failure: no input crashes the server. A ServingError becomes its HTTP status; anything
 else is logged with its traceback and answered 500 with its type and message.
 
+Tracing: with the data plane's :class:`~pyserving.server.tracing.Tracing` (``--enable_tracing``)
+every model request (predict, classify, regress, status, metadata) gets a span whose parent
+is its ``traceparent`` header, with decode / queue / model run / encode children; the worker
+(or the loop, for a queued predict or an answer given without the worker: 504, shutdown)
+ends it. Off, a request reads one attribute more.
+
 Sockets, the server thread, and reading / gunzipping bodies: ``rest_runner`` (``handle.port``
 is the real port, also for port 0; TCP_NODELAY is set, so small answers never wait for
 Nagle + delayed ACK).
@@ -106,9 +112,11 @@ from pyserving.server.rest_runner import (
     serve_in_thread,
 )
 from pyserving.server.status import http_status, to_serving_error
+from pyserving.server.tracing import DECODE, MODEL_RUN, QUEUE
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyserving.server.admin_api import AdminApi
+    from pyserving.server.tracing import RequestTrace
 
 __all__ = [
     "RestServerOptions", "RestServerHandle", "RestApplication", "start_rest_server", "route", "DEFAULT_MAX_BODY_BYTES",
@@ -235,28 +243,44 @@ class _Worker:
         gzipped: bool,
         deadline: float | None = None,
         arrived: float | None = None,
+        trace: RequestTrace | None = None,
     ) -> _Reply:
         """``deadline``: ``time.monotonic()`` value after which a predict is not run (None:
-        none); ``arrived``: ``time.perf_counter()`` when the request arrived (for observers)."""
+        none); ``arrived``: ``time.perf_counter()`` when the request arrived (for observers);
+        ``trace``: the request's trace (None: not traced), finished here."""
         try:
+            if trace is not None and kind < _STATUS:
+                trace.mark(DECODE)
             payload = gunzip_body(body, self._limit) if gzipped else body
             if kind == _PREDICT:
-                answer = self._predict(spec, payload, deadline)
+                answer = self._predict(spec, payload, deadline, trace)
+            elif kind < _STATUS:
+                answer = self._run[kind](spec, payload, trace)
             else:
                 answer = self._run[kind](spec, payload)
         except BaseException as exc:
-            return self.failed(kind, spec, exc, arrived)
-        return self.answered(kind, spec, answer, arrived)
+            return self.failed(kind, spec, exc, arrived, trace)
+        return self.answered(kind, spec, answer, arrived, trace)
 
-    def answered(self, kind: int, spec: ModelSpec, answer: _Answer, arrived: float | None) -> _Reply:
-        """The reply of an answered request (observers told)."""
+    def answered(
+        self, kind: int, spec: ModelSpec, answer: _Answer, arrived: float | None, trace: RequestTrace | None = None
+    ) -> _Reply:
+        """The reply of an answered request (observers told, the trace finished)."""
         body, served, logged = answer
         if self._observers:
             self._report(kind, spec, served, None, arrived, logged)
+        if trace is not None:
+            if served is None:
+                trace.finish()
+            else:
+                trace.finish(model=served.name, version=served.version)
         return (200, body) if served is None else (200, body, _answered_by(served))
 
-    def failed(self, kind: int, spec: ModelSpec, exc: BaseException, arrived: float | None) -> _Reply:
-        """The reply of a request that raised ``exc`` (observers told). Never raises."""
+    def failed(
+        self, kind: int, spec: ModelSpec, exc: BaseException, arrived: float | None, trace: RequestTrace | None = None
+    ) -> _Reply:
+        """The reply of a request that raised ``exc`` (observers told, the trace finished).
+        Never raises."""
         if isinstance(exc, BodyTooLarge):
             error: ServingError = InvalidArgumentError("request body too large")
             reply = _too_large(self._limit)
@@ -272,6 +296,8 @@ class _Worker:
             reply = _error_reply(error)
         if self._observers:
             self._report(kind, spec, None, error, arrived, None)
+        if trace is not None:
+            trace.finish(error.code.name, error.message)
         return reply
 
     def _report(
@@ -294,13 +320,20 @@ class _Worker:
             response=logged[1] if logged is not None else None,
         ))
 
-    def _predict(self, spec: ModelSpec, body: bytes, deadline: float | None = None) -> _Answer:
+    def _predict(
+        self, spec: ModelSpec, body: bytes, deadline: float | None = None, trace: RequestTrace | None = None
+    ) -> _Answer:
         doc = rest_json.parse_json_body(body)
         decoder = _PredictDecoder(doc)
         spec = _with_signature(spec, doc)
-        return self.predict_answer(spec, self._data_plane.predict(spec, decoder, deadline=deadline), decoder)
+        decode = decoder if trace is None else trace.decoding(decoder, MODEL_RUN)
+        return self.predict_answer(spec, self._data_plane.predict(spec, decode, deadline=deadline), decoder, trace)
 
-    def predict_answer(self, spec: ModelSpec, result: PredictResult, decoder: _PredictDecoder) -> _Answer:
+    def predict_answer(
+        self, spec: ModelSpec, result: PredictResult, decoder: _PredictDecoder, trace: RequestTrace | None = None
+    ) -> _Answer:
+        if trace is not None:
+            trace.ran(result.signature_name)
         answer = rest_json.encode_predict_response(result.outputs, decoder.row_format, result.signature)
         if not self._observers:
             return answer, result.id, None
@@ -308,15 +341,20 @@ class _Worker:
             lambda: api_protos.predict_request(spec, result.inputs), lambda: api_protos.predict_response(result)
         )
 
-    def start_predict(self, spec: ModelSpec, body: bytes, gzipped: bool, deadline: float | None) -> Any:
+    def start_predict(
+        self, spec: ModelSpec, body: bytes, gzipped: bool, deadline: float | None, trace: RequestTrace | None = None
+    ) -> Any:
         """On the event loop: queue a predict on a batching version without a waiting thread.
         Returns (pending, spec, decoder), or None when the version does not batch (then the
         request goes to a worker as usual). Raises like ``_predict``."""
+        if trace is not None:
+            trace.mark(DECODE)
         payload = gunzip_body(body, self._limit) if gzipped else body
         doc = rest_json.parse_json_body(payload)
         decoder = _PredictDecoder(doc)
         spec = _with_signature(spec, doc)
-        pending = self._data_plane.start_predict(spec, decoder, (), deadline)
+        decode = decoder if trace is None else trace.decoding(decoder, QUEUE)
+        pending = self._data_plane.start_predict(spec, decode, (), deadline)
         return None if pending is None else (pending, spec, decoder)
 
     def _examples(self, spec: ModelSpec, body: bytes) -> tuple[ModelSpec, list[bytes]]:
@@ -326,18 +364,26 @@ class _Worker:
         examples, context = rest_json.examples_from_json(doc)
         return _with_signature(spec, doc), [context + e for e in examples] if context else examples
 
-    def _classify(self, spec: ModelSpec, body: bytes) -> _Answer:
+    def _classify(self, spec: ModelSpec, body: bytes, trace: RequestTrace | None = None) -> _Answer:
         spec, examples = self._examples(spec, body)
+        if trace is not None:
+            trace.mark(MODEL_RUN)
         result = self._data_plane.classify(spec, examples)
+        if trace is not None:
+            trace.ran(result.signature_name)
         answer = rest_json.encode_classify_response(result.classes, result.scores)
         return answer, result.id, (
             lambda: api_protos.classification_request(spec, examples),
             lambda: api_protos.classification_response(result),
         )
 
-    def _regress(self, spec: ModelSpec, body: bytes) -> _Answer:
+    def _regress(self, spec: ModelSpec, body: bytes, trace: RequestTrace | None = None) -> _Answer:
         spec, examples = self._examples(spec, body)
+        if trace is not None:
+            trace.mark(MODEL_RUN)
         result = self._data_plane.regress(spec, examples)
+        if trace is not None:
+            trace.ran(result.signature_name)
         return rest_json.encode_regress_response(result.values), result.id, (
             lambda: api_protos.regression_request(spec, examples), lambda: api_protos.regression_response(result)
         )
@@ -404,6 +450,7 @@ class RestApplication:
         self._render_metrics = metrics[1] if metrics is not None else None
         self._admin = admin
         self._work = _Worker(data_plane, options.max_body_bytes, observers)
+        self._tracing = data_plane.tracing  # None: requests are not traced
         self._readiness = readiness
         self._executor = executor
         self._timeout_s = options.timeout_ms / 1000.0
@@ -517,35 +564,45 @@ class RestApplication:
             body = await read_body(receive, self._limit)
             if body is None:
                 return _too_large(self._limit)
+        trace = None
+        tracing = self._tracing
+        if tracing is not None:
+            trace = tracing.start_rest(method, _API_NAMES[kind], spec.name, headers, arrived)
         if self._executor is None:
-            return self._work(kind, spec, body, gzipped, None, arrived)
+            return self._work(kind, spec, body, gzipped, None, arrived, trace)
         if kind == _PREDICT and len(body) <= _LOOP_DECODE_LIMIT and self._data_plane.batches(spec):
-            reply = await self._predict_queued(spec, body, gzipped, arrived)
+            reply = await self._predict_queued(spec, body, gzipped, arrived, trace)
             if reply is not None:
                 return reply
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[_Reply] = loop.create_future()
         deadline = time.monotonic() + self._timeout_s if self._timeout_s else None
-        job = self._executor.submit(self._work, kind, spec, body, gzipped, deadline, arrived)
+        job = self._executor.submit(self._work, kind, spec, body, gzipped, deadline, arrived, trace)
         job.add_done_callback(lambda done: _notify(loop, waiter, done))
         if not self._timeout_s:
-            return await waiter
-        timer = loop.call_later(self._timeout_s, _expire, waiter, job, self._timeout_s)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
+            reply = await waiter
+        else:
+            timer = loop.call_later(self._timeout_s, _expire, waiter, job, self._timeout_s)
+            try:
+                reply = await waiter
+            finally:
+                timer.cancel()
+        if trace is not None:
+            trace.settle(reply[0])  # 504 or shutdown: answered without the worker
+        return reply
 
-    async def _predict_queued(self, spec: ModelSpec, body: bytes, gzipped: bool, arrived: float) -> _Reply | None:
+    async def _predict_queued(
+        self, spec: ModelSpec, body: bytes, gzipped: bool, arrived: float, trace: RequestTrace | None = None
+    ) -> _Reply | None:
         """A predict of a batching version, without a worker thread: decoded and queued on the
         loop, awaited, encoded on the loop (the batch thread only computes). None: the
         version does not batch after all (it changed since :meth:`DataPlane.batches`)."""
         work = self._work
         deadline = time.monotonic() + self._timeout_s if self._timeout_s else None
         try:
-            started = work.start_predict(spec, body, gzipped, deadline)
+            started = work.start_predict(spec, body, gzipped, deadline, trace)
         except BaseException as exc:
-            return work.failed(_PREDICT, spec, exc, arrived)
+            return work.failed(_PREDICT, spec, exc, arrived, trace)
         if started is None:
             return None
         pending, spec, decoder = started
@@ -561,11 +618,15 @@ class RestApplication:
             if not pending.done():
                 pending.give_up()  # not started: never runs; running: finishes unseen
         if not pending.done():
-            return work.failed(_PREDICT, spec, _timed_out(self._timeout_s), arrived)
+            return work.failed(_PREDICT, spec, _timed_out(self._timeout_s), arrived, trace)
+        if trace is not None:
+            trace.batch_started(pending.batch_started())
         try:
-            return work.answered(_PREDICT, spec, work.predict_answer(spec, pending.result(), decoder), arrived)
+            return work.answered(
+                _PREDICT, spec, work.predict_answer(spec, pending.result(), decoder, trace), arrived, trace
+            )
         except BaseException as exc:
-            return work.failed(_PREDICT, spec, exc, arrived)
+            return work.failed(_PREDICT, spec, exc, arrived, trace)
 
     async def _send(
         self,

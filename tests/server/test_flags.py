@@ -90,6 +90,9 @@ EXTENSION_FLAGS = {
     "enable_admin_api": False,
     "admin_token_file": "",
     "admin_persist_config": False,
+    "log_format": "text",
+    "enable_access_log": False,
+    "enable_tracing": False,
 }
 
 #: Implemented flags: (raw value, parsed field value).
@@ -123,6 +126,7 @@ IMPLEMENTED_SAMPLES = {
     "routing_config_file_poll_wait_seconds": ("3", 3),
     "admin_token_file": ("/token", "/token"),
     "batching_parameters_file": ("/b.pbtxt", "/b.pbtxt"),
+    "log_format": ("json", "json"),
 }
 BOOL_IMPLEMENTED = [
     "rest_api_enable_cors_support",
@@ -134,6 +138,8 @@ BOOL_IMPLEMENTED = [
     "enable_per_model_batching_params",
     "enable_admin_api",
     "admin_persist_config",
+    "enable_access_log",
+    "enable_tracing",
 ]
 LATER_SAMPLES = {
     "tensorflow_session_config_file": "/s.pbtxt",
@@ -531,3 +537,12 @@ def test_routing_and_admin_flags_parse() -> None:
     assert options.routing_config_file_poll_wait_seconds == 2
     assert options.enable_admin_api and options.admin_persist_config
     assert options.admin_token_file == "/t"
+
+
+def test_log_format_values() -> None:
+    assert parse_model_server_args(BASE).log_format == "text"
+    assert parse_model_server_args(BASE + ["--log_format", "json"]).log_format == "json"
+    assert error_of(BASE + ["--log_format=xml"]) == (
+        "invalid value for flag --log_format: 'xml' (expected one of text, json)")
+    assert "--log_format  (str, default: 'text'; implemented, pyserving extension)" in usage()
+    assert "--enable_access_log  (bool, default: false; implemented, pyserving extension)" in usage()
