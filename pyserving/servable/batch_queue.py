@@ -120,12 +120,13 @@ Merge = Callable[[list[R]], R]
 
 
 class _Task:
-    __slots__ = ("part", "deadline", "enqueued_at", "future", "gave_up")
+    __slots__ = ("part", "deadline", "enqueued_at", "started_at", "future", "gave_up")
 
     def __init__(self, part: BatchTask[Any], deadline: float | None, now: float) -> None:
         self.part = part
         self.deadline = deadline
         self.enqueued_at = now
+        self.started_at: float | None = None  # when its batch began to run (scheduler clock)
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.gave_up = False  # its caller stopped waiting at the deadline (counted as expired)
 
@@ -158,6 +159,13 @@ class Ticket(Generic[R]):
 
     def done(self) -> bool:
         return all(t.future.done() for t in self._tasks)
+
+    @property
+    def started_at(self) -> float | None:
+        """When the last of its parts began to run, on the scheduler's clock
+        (``time.monotonic()`` by default); None until every part has started."""
+        starts = [task.started_at for task in self._tasks]
+        return None if any(start is None for start in starts) else max(starts)  # type: ignore[type-var]
 
     def cancel(self) -> bool:
         """Cancel every part not started; True when none of them had started."""

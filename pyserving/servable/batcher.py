@@ -265,6 +265,7 @@ class BatchScheduler:
                 task.future.set_exception(_expired_error())
                 expired += 1
             else:
+                task.started_at = now
                 live.append(task)
                 delays.append(now - task.enqueued_at)
         rows = sum(task.part.size for task in live)

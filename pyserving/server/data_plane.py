@@ -372,7 +372,9 @@ class DataPlane:
             if router is not None and choice is not None:
                 router.record(choice, time.perf_counter() - started, exc)
             raise
-        return PendingPredict(ticket, handle, name, signature, inputs, output_filter, router, choice, started)
+        return PendingPredict(
+            ticket, handle, name, signature, inputs, output_filter, router, choice, started, self._on_runtime
+        )
 
     def _predict_on(
         self,

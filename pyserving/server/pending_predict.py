@@ -36,7 +36,7 @@ class PendingPredict:
 
     __slots__ = (
         "_ticket", "_handle", "_signature_name", "_signature", "_inputs", "_output_filter",
-        "_router", "_choice", "_started", "_result", "_error",
+        "_router", "_choice", "_started", "_result", "_error", "_on_runtime", "_submitted",
     )
 
     def __init__(
@@ -50,7 +50,12 @@ class PendingPredict:
         router: Router | None = None,
         choice: RouteChoice | None = None,
         started: float = 0.0,
+        on_runtime: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        """``on_runtime(model, "Predict", seconds)``: called once answered with the time from
+        queueing to the answer (the model call including the wait for its batch)."""
+        self._on_runtime = on_runtime
+        self._submitted = time.perf_counter()
         self._ticket = ticket
         self._handle = handle
         self._signature_name = signature_name
@@ -79,7 +84,7 @@ class PendingPredict:
         """When the batch that computed this request began (the batch scheduler's clock,
         ``time.monotonic()`` by default), where the batch queue tells it (``Ticket.started_at``);
         None otherwise, and before the batch ran. For tracing (the "queue" span)."""
-        return getattr(self._ticket, "started_at", None)
+        return self._ticket.started_at
 
     def result(self) -> PredictResult:
         """The answer; raises the request's ServingError. Only after the callback ran."""
@@ -100,6 +105,8 @@ class PendingPredict:
             self._error = exc if isinstance(exc, ServingError) else as_serving_error(exc)
         finally:
             handle.release()
+        if self._on_runtime is not None and self._error is None:
+            self._on_runtime(served.name, "Predict", time.perf_counter() - self._submitted)
         router, choice = self._router, self._choice
         if router is not None and choice is not None:
             router.record(choice, time.perf_counter() - self._started, self._error)

@@ -175,6 +175,16 @@ def test_split_task_calls_back_once_after_the_last_part(manual: BatchScheduler) 
     assert calls.count == 1
 
 
+def test_started_at_is_set_once_every_part_began_to_run(manual: BatchScheduler) -> None:
+    queue = manual.add_queue("q", SPLIT, Rows(), merge=concat)
+    ticket = queue.submit(rows("big", 5), 5)  # three parts, three batches
+    assert ticket.started_at is None
+    assert manual.step() and manual.step()
+    assert ticket.started_at is None  # the last part has not started
+    assert manual.step()
+    assert ticket.started_at is not None and ticket.done()
+
+
 def test_split_tasks_answered_by_many_threads_call_back_exactly_once(threaded: BatchScheduler) -> None:
     options = QueueOptions(max_batch_size=16, max_enqueued_batches=1000, enable_large_batch_splitting=True,
                            max_execution_batch_size=3)

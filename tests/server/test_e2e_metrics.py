@@ -360,8 +360,6 @@ def test_runtime_latency_counts_model_calls(tf_server: Served) -> None:
     assert after.delta(before, latency, model_name="half", API="Predict", entrypoint="GRPC") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a REST predict on a batching version (DataPlane.start_predict) "
-                   "records no :tensorflow:serving:runtime_latency; gRPC does")
 def test_runtime_latency_counts_rest_predicts_on_a_batched_version(tf_server: Served) -> None:
     before = scrape(tf_server.rest_port)
     with Rest(tf_server.rest_port) as rest:
