@@ -100,6 +100,10 @@ _SUBMITS_RUNS: dict[type, bool] = {}
 _TAKES_DEADLINE: dict[type, bool] = {}
 
 
+def _not_run_in_time(handle: ServableHandle[Any]) -> DeadlineExceededError:
+    return DeadlineExceededError(f"The request's deadline passed before {handle.id} could run it; it was not run")
+
+
 def _submits_runs(servable: object) -> bool:
     """Whether ``servable`` queues runs without waiting (``submit_run``: batching servables)."""
     kind = type(servable)
@@ -354,18 +358,9 @@ class DataPlane:
             if not _submits_runs(handle.servable):
                 handle.release()
                 return None
-            servable = self._inference(handle)
-            name = spec.signature_name or DEFAULT_SIGNATURE
-            signature = servable.signatures.get(name)
-            if signature is None:
-                raise FailedPreconditionError(f'Serving signature key "{name}" not found.')
-            inputs = decode(signature)
-            check_inputs(signature, inputs)
-            check_output_filter(signature, output_filter)
+            servable, name, signature, inputs = self._prepare_predict(handle, spec, decode, output_filter)
             if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExceededError(
-                    f"The request's deadline passed before {handle.id} could run it; it was not run"
-                )
+                raise _not_run_in_time(handle)
             ticket = servable.submit_run(name, inputs, tuple(output_filter), deadline=deadline)  # type: ignore[attr-defined]
         except BaseException as exc:
             handle.release()
@@ -376,14 +371,10 @@ class DataPlane:
             ticket, handle, name, signature, inputs, output_filter, router, choice, started, self._on_runtime
         )
 
-    def _predict_on(
-        self,
-        handle: ServableHandle[Any],
-        spec: ModelSpec,
-        decode: Decode,
-        output_filter: Sequence[str],
-        deadline: float | None,
-    ) -> PredictResult:
+    def _prepare_predict(
+        self, handle: ServableHandle[Any], spec: ModelSpec, decode: Decode, output_filter: Sequence[str]
+    ) -> tuple[InferenceServable, str, SignatureSpec, Mapping[str, Any]]:
+        """TF Serving's order: the signature exists, then the inputs decode and match it."""
         servable = self._inference(handle)
         name = spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signatures.get(name)
@@ -392,14 +383,23 @@ class DataPlane:
         inputs = decode(signature)
         check_inputs(signature, inputs)
         check_output_filter(signature, output_filter)
+        return servable, name, signature, inputs
+
+    def _predict_on(
+        self,
+        handle: ServableHandle[Any],
+        spec: ModelSpec,
+        decode: Decode,
+        output_filter: Sequence[str],
+        deadline: float | None,
+    ) -> PredictResult:
+        servable, name, signature, inputs = self._prepare_predict(handle, spec, decode, output_filter)
         on_runtime = self._on_runtime
         started = time.perf_counter() if on_runtime is not None else 0.0
         if deadline is None:
             outputs = servable.run(name, inputs, tuple(output_filter))
         elif time.monotonic() >= deadline:
-            raise DeadlineExceededError(
-                f"The request's deadline passed before {handle.id} could run it; it was not run"
-            )
+            raise _not_run_in_time(handle)
         elif _takes_deadline(servable):
             outputs = servable.run(name, inputs, tuple(output_filter), deadline=deadline)  # type: ignore[call-arg]
         else:

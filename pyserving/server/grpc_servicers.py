@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import grpc
 
+from pyserving.loaders.warmup import serialized_examples
 from pyserving.servable.errors import Code, DeadlineExceededError, InvalidArgumentError, ServingError
 from pyserving.server.api_protos import (
     classification_response,
@@ -189,30 +190,12 @@ def _with_metadata(spec: ModelSpec, context: grpc.ServicerContext) -> ModelSpec:
     return dataclasses.replace(spec, headers=headers)
 
 
-def _serialized_examples(input_proto: Any) -> list[bytes]:
-    """The request's ``tf.Example`` records, serialized, as TF Serving feeds them to the model.
-
-    ``example_list_with_context``: each record is the serialized context followed by the
-    serialized example, exactly TF Serving's ``InputToSerializedExampleTensor``; parsing
-    that concatenation merges the two, so an example's feature overrides the context's
-    feature of the same name. No input (kind unset) gives no records ("Input is empty.").
-    """
-    kind = input_proto.WhichOneof("kind")
-    if kind == "example_list":
-        return [example.SerializeToString() for example in input_proto.example_list.examples]
-    if kind == "example_list_with_context":
-        with_context = input_proto.example_list_with_context
-        context = with_context.context.SerializeToString()
-        return [context + example.SerializeToString() for example in with_context.examples]
-    return []
-
-
 def _decoded_examples(input_proto: Any, trace: RequestTrace | None) -> list[bytes]:
-    """:func:`_serialized_examples`, marked as the decode phase of ``trace`` (the model run follows)."""
+    """:func:`~pyserving.loaders.warmup.serialized_examples`, marked as the decode phase of ``trace`` (the model run follows)."""
     if trace is None:
-        return _serialized_examples(input_proto)
+        return serialized_examples(input_proto)
     trace.mark(DECODE)
-    examples = _serialized_examples(input_proto)
+    examples = serialized_examples(input_proto)
     trace.mark(MODEL_RUN)
     return examples
 

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from pyserving.servable.errors import InvalidArgumentError, as_serving_error
+from pyserving.servable.errors import InvalidArgumentError
+from pyserving.server.config_files import atomic_write_text
 from pyserving.server.model_config import ModelEntry, models_from_config
 from pyserving.sources.version_policy import AllVersions, LatestVersions, SpecificVersions
 
@@ -162,50 +162,3 @@ def config_text(models: Sequence[ModelEntry]) -> str:
 def write_model_server_config(path: str | os.PathLike[str], models: Sequence[ModelEntry]) -> None:
     """Replace the file at ``path`` with :func:`config_text` of ``models``, atomically."""
     atomic_write_text(path, config_text(models), what="ModelServerConfig file")
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str, what: str = "file") -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync and
-    ``os.replace``. An existing file's permission bits are kept. On failure the old file is
-    untouched, the temporary file is removed, and a ServingError naming ``path`` is raised."""
-    target = os.path.realpath(os.fspath(path))  # through a symbolic link, replace the file it names
-    folder = os.path.dirname(target)
-    temp_path = ""
-    try:
-        try:
-            mode = os.stat(target).st_mode & 0o7777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fchmod(file.fileno(), mode)
-            os.fsync(file.fileno())
-        os.replace(temp_path, target)
-        temp_path = ""
-        _fsync_folder(folder)
-    except OSError as exc:
-        raise as_serving_error(exc, f"Failed to write {what} {os.fspath(path)}: ") from exc
-    finally:
-        if temp_path:
-            try:
-                os.unlink(temp_path)
-            except OSError:
-                pass
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename durable (best effort: some file systems refuse to open folders)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

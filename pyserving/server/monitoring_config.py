@@ -27,7 +27,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from pyserving.servable.errors import InvalidArgumentError, as_serving_error
+from pyserving.servable.errors import InvalidArgumentError
+from pyserving.server.config_files import read_config_text
 
 __all__ = ["DEFAULT_PATH", "MonitoringSettings", "parse_monitoring_config", "load_monitoring_config"]
 
@@ -67,17 +68,7 @@ def parse_monitoring_config(text: str, source: str = "<text>") -> MonitoringSett
 
 def load_monitoring_config(path: str | os.PathLike[str]) -> MonitoringSettings:
     """Read and parse the monitoring config file at ``path`` (see :func:`parse_monitoring_config`)."""
-    source = os.fspath(path)
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        raise as_serving_error(exc, f"Cannot read monitoring config file {source}: ") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidArgumentError(f"Cannot parse monitoring config {source}: not UTF-8 text ({exc})") from exc
-    return parse_monitoring_config(text, source)
+    return parse_monitoring_config(read_config_text(path, "monitoring config"), os.fspath(path))
 
 
 def _check_path(path: str, source: str) -> None:

@@ -43,12 +43,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import stat
 from typing import Any, Mapping, Sequence
 
 from pyserving.manager.routes import Arm, HeaderRule, Route, Shadow
-from pyserving.servable.errors import InvalidArgumentError, ServingError, as_serving_error
+from pyserving.servable.errors import InvalidArgumentError, ServingError
+from pyserving.server.config_files import atomic_write_text, read_config_text
 
 __all__ = [
     "parse_routing_config",
@@ -186,17 +185,7 @@ def load_routing_config(path: str | os.PathLike[str]) -> list[Route]:
     A file that cannot be read raises :func:`as_serving_error`'s error (``NotFoundError``
     when missing); text that is not UTF-8 raises :class:`InvalidArgumentError`.
     """
-    source = os.fspath(path)
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        raise as_serving_error(exc, f"Cannot read routing config file {source}: ") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidArgumentError(f"Cannot parse routing config {source}: not UTF-8 text ({exc})") from exc
-    return parse_routing_config(text, source)
+    return parse_routing_config(read_config_text(path, "routing config"), os.fspath(path))
 
 
 def routes_to_text(routes: Sequence[Route]) -> str:
@@ -212,59 +201,12 @@ def routes_to_text(routes: Sequence[Route]) -> str:
 
 
 def write_routing_config(path: str | os.PathLike[str], routes: Sequence[Route]) -> None:
-    """Replace the file at ``path`` with :func:`routes_to_text` of ``routes``, atomically.
-
-    Through a symbolic link, the file it points to is replaced. The new file keeps the
-    permission bits of the one it replaces (a new file gets 0666 minus the umask); owner
-    and comments of the old file are not kept. Raises :func:`as_serving_error`'s error
-    naming the file when the folder cannot be written; the old file is then unchanged.
-    """
-    data = routes_to_text(routes).encode("utf-8")
-    target = os.path.realpath(os.fspath(path))
-    folder, base = os.path.split(target)
-    temporary = os.path.join(folder, f".{base}.{secrets.token_hex(8)}.tmp")
-    try:
-        try:
-            mode = stat.S_IMODE(os.stat(target).st_mode)
-        except FileNotFoundError:
-            mode = None
-        # O_EXCL: never write through a file someone else made; 0o666 lets the umask apply.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                if mode is not None:
-                    os.fchmod(file.fileno(), mode)
-                os.fsync(file.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            _remove_quietly(temporary)
-            raise
-        _fsync_folder(folder)
-    except OSError as exc:
-        raise as_serving_error(exc, f"Cannot write routing config file {os.fspath(path)}: ") from exc
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename durable; folders cannot be opened for fsync on every platform."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Replace the file at ``path`` with :func:`routes_to_text` of ``routes``, atomically
+    (:func:`~pyserving.server.config_files.atomic_write_text`: through a symbolic link the
+    file it points to is replaced; permission bits are kept; owner and comments are not).
+    Raises a ServingError naming the file when it cannot be written; the old file is then
+    unchanged."""
+    atomic_write_text(path, routes_to_text(routes), what="routing config file")
 
 
 # --- JSON: one route, the admin API's body -----------------------------------------------------------------

@@ -42,7 +42,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyserving.servable.errors import InvalidArgumentError, as_serving_error
+from pyserving.servable.errors import InvalidArgumentError
+from pyserving.server.config_files import read_config_text
 
 __all__ = ["TlsSettings", "load_ssl_config", "parse_ssl_config", "grpc_server_credentials", "rest_ssl_context"]
 
@@ -97,17 +98,7 @@ def load_ssl_config(path: str | os.PathLike[str]) -> TlsSettings:
     when missing); text that is not UTF-8 or not a valid ``SSLConfig`` raises
     :class:`InvalidArgumentError`. Every message names the file.
     """
-    source = os.fspath(path)
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        raise as_serving_error(exc, f"Cannot read SSL config file {source}: ") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidArgumentError(f"Cannot parse SSL config {source}: not UTF-8 text ({exc})") from exc
-    return parse_ssl_config(text, source)
+    return parse_ssl_config(read_config_text(path, "SSL config"), os.fspath(path))
 
 
 def grpc_server_credentials(settings: TlsSettings) -> Any:

@@ -269,7 +269,7 @@ def test_write_through_a_symlink_replaces_the_linked_file(tmp_path: Path) -> Non
 
 
 def test_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError, match="^Cannot write routing config file .*missing_dir"):
+    with pytest.raises(NotFoundError, match="^Failed to write routing config file .*missing_dir"):
         write_routing_config(tmp_path / "missing_dir" / "routes.txt", [MINIMAL])
     if os.geteuid() == 0:
         return  # root ignores folder permissions
@@ -277,7 +277,7 @@ def test_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
     write_routing_config(path, [RECOMMENDER])
     tmp_path.chmod(0o500)
     try:
-        with pytest.raises(Exception, match="^Cannot write routing config file"):
+        with pytest.raises(Exception, match="^Failed to write routing config file"):
             write_routing_config(path, [MINIMAL])
     finally:
         tmp_path.chmod(0o700)
