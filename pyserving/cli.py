@@ -2,6 +2,8 @@
 
     pyserving serve [PATH ...]     serve each folder as a model named after it; with no
                                    PATH, the bundled demo model half_plus_two
+    pyserving batch MODEL_PATH --input FILE --output FILE
+                                   score a whole dataset offline (pyserving.batch)
     pyserving --help               the three ways to use pyserving
 
 A PATH is a base path holding numbered version folders (``1/``, ``2/`` ...) — which is
@@ -22,7 +24,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["main", "DEMO_MODEL_PATH", "model_entry_for_path"]
 
@@ -140,6 +142,100 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+BATCH_DESCRIPTION = """\
+Score a whole dataset with a model, offline: pyserving batch MODEL_PATH --input data.parquet
+--output scores.parquet.
+
+MODEL_PATH is a base path with numbered versions (the latest is used; --version N picks one)
+or one model folder (a SavedModel, or model.py); with --server it is the model's name there.
+Inputs: Parquet (a file or a folder of them), CSV, JSON Lines, NumPy .npy, TFRecord of
+tf.Example (for classify/regress signatures); the format comes from the file name or
+--input-format. Output: Parquet or JSON Lines, a file (.parquet, .jsonl) or a folder of parts
+(a name ending in / or without extension): the id column (--id-column, from the input when it
+has one, else the row number), then one column per signature output, rows in input order.
+Bad rows (wrong shape or type, unparseable) go to OUTPUT.errors.jsonl with their id and
+reason, and do not stop the job unless --fail-fast.
+
+The output is written in chunks with a manifest: after a crash or Ctrl-C, the same command
+with --resume continues after the last complete chunk. Exit status: 0 done (even with bad
+rows), 1 failed, 130 interrupted (resumable).
+"""
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from pyserving.server.main import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup()
+    logging.basicConfig(
+        level=os.environ.get("PYSERVING_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
+    )
+    from pyserving.batch import BadRowError, BatchOptions, require_pyarrow, run
+    from pyserving.servable.errors import ServingError
+
+    try:
+        if not args.ray:
+            require_pyarrow()
+        options = BatchOptions(
+            model_path=args.model_path, input=args.input, output=args.output, signature=args.signature,
+            version=args.model_version, label=args.label, batch_size=args.batch_size, chunk_rows=args.chunk_rows,
+            columns=args.columns, id_column=args.id_column, resume=args.resume, overwrite=args.overwrite,
+            fail_fast=args.fail_fast, server=args.server, ray=args.ray or args.ray_address is not None,
+            ray_address=args.ray_address, input_format=args.input_format, output_format=args.output_format,
+            model_config=args.model_config,
+        )
+        summary = run(options)
+    except BadRowError as exc:
+        print(f"pyserving batch: stopped by --fail-fast: {exc}", file=sys.stderr)
+        return 1
+    except ServingError as exc:
+        print(f"pyserving batch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pyserving batch: interrupted; the chunks written are kept: rerun with --resume", file=sys.stderr)
+        return 130
+    print(summary.describe())
+    if summary.interrupted:
+        print("Interrupted: rerun the same command with --resume to continue.", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _add_batch_parser(commands: Any) -> None:
+    batch = commands.add_parser(
+        "batch", help="score a dataset file offline with a model (Parquet, CSV, JSON Lines, .npy, TFRecord)",
+        description=BATCH_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch.add_argument("model_path", metavar="MODEL_PATH", help="model base path or folder (with --server: name)")
+    batch.add_argument("--input", required=True, help="input file (or folder of Parquet files)")
+    batch.add_argument("--output", required=True, help="output file (.parquet, .jsonl) or folder (name/)")
+    batch.add_argument("--signature", help="signature name (default serving_default, or the only one)")
+    which = batch.add_mutually_exclusive_group()
+    which.add_argument("--version", dest="model_version", type=int, metavar="N", help="model version (default: latest)")
+    which.add_argument("--label", metavar="L", help="version label; locally it needs --model-config")
+    batch.add_argument("--model-config", metavar="FILE",
+                       help="ModelServerConfig text file whose version_labels give --label")
+    batch.add_argument("--batch-size", type=int, metavar="N",
+                       help="rows per model call (default: the model's preferred size, else 256)")
+    batch.add_argument("--chunk-rows", type=int, metavar="N",
+                       help="rows per output chunk, the unit --resume restarts from (default 8192)")
+    batch.add_argument("--columns", metavar="SPEC",
+                       help="input columns for the signature inputs: COLUMN (one input) or INPUT=COLUMN,... "
+                       "(default: by name)")
+    batch.add_argument("--id-column", default="id", metavar="NAME", help="id column (default id)")
+    batch.add_argument("--resume", action="store_true", help="continue an interrupted job after its last chunk")
+    batch.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    batch.add_argument("--fail-fast", action="store_true", help="stop at the first bad row (exit 1, naming it)")
+    batch.add_argument("--server", metavar="URL",
+                       help="score on a running server: grpc://host:8500 or http://host:8501")
+    batch.add_argument("--ray", action="store_true", help="run the job on Ray Data (pip install 'pyserving[ray]')")
+    batch.add_argument("--ray-address", metavar="ADDR", help="Ray cluster address (implies --ray)")
+    batch.add_argument("--input-format", choices=("parquet", "csv", "jsonl", "npy", "tfrecord"),
+                       help="input format (default: from the file name)")
+    batch.add_argument("--output-format", choices=("parquet", "jsonl"),
+                       help="output format (default: from the file name; parquet for a folder)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyserving", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,6 +264,7 @@ def _parser() -> argparse.ArgumentParser:
         help="on Ctrl-C or SIGTERM, seconds requests in flight get to finish before the models are unloaded "
         "(default 5); a second Ctrl-C exits at once",
     )
+    _add_batch_parser(commands)
     return parser
 
 
@@ -187,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 <= args.shutdown_grace_seconds < float("inf"):
             parser.error(f"--shutdown_grace_seconds must be a number >= 0, got {args.shutdown_grace_seconds}")
         return _serve(args)
+    if args.command == "batch":
+        return _batch(args)
     parser.print_help()
     return 0
 
