@@ -37,13 +37,15 @@ setup(
     extras_require={
         # cryptography: the TLS tests generate their own CA, server and client certificates
         # opentelemetry-sdk: the tracing tests export spans to its in-memory exporter
-        # pyarrow + tqdm: pyserving batch (the batch extra) is tested too
+        # pyarrow + tqdm + ray: pyserving batch (the batch and ray extras) is tested too
         "test": [
             "pytest>=8", "pytest-timeout>=2.2", "requests>=2.31", "cryptography>=42", "opentelemetry-sdk>=1.20",
-            "pyarrow>=14", "tqdm>=4.60",
+            "pyarrow>=14", "tqdm>=4.60", "ray[data]>=2.60",
         ],
         # pyserving batch: columnar input and output streamed in record batches (Parquet, CSV, JSON Lines), progress bar
         "batch": ["pyarrow>=14", "tqdm>=4.60"],
+        # pyserving batch --ray and pyserving.integrations.ray.Predictor: Ray Data (tested with 2.60)
+        "ray": ["ray[data]>=2.60", "pyarrow>=14", "tqdm>=4.60"],
         # --enable_tracing: OpenTelemetry's SDK and OTLP exporters (grpc and http/protobuf)
         "otel": ["opentelemetry-api>=1.20", "opentelemetry-sdk>=1.20", "opentelemetry-exporter-otlp>=1.20"],
         # benchmarks/run.py: the course-style FastAPI baseline, and py-spy for the request-path profile
