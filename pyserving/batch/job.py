@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from pyserving.batch.columns import resolve_columns, uses_examples
-from pyserving.batch.model import BatchModel, LocalModel
+from pyserving.batch.model import PROBE_BATCH_SIZES, BatchModel, LocalModel, probe_batch_size
 from pyserving.batch.options import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, BatchOptions, BatchSummary
 from pyserving.batch.pipeline import PipelineSettings, run_pipeline
 from pyserving.batch.readers import detect_input_format, open_reader
@@ -66,7 +66,13 @@ def run_job(options: BatchOptions, model: BatchModel, started: float | None = No
             f"--id-column {options.id_column!r} is also an output of signature {model.signature_name}; "
             "choose another id column name"
         )
-    batch_size = options.batch_size or model.preferred_batch_size or DEFAULT_BATCH_SIZE
+    batch_size = options.batch_size or model.preferred_batch_size
+    if batch_size is None and isinstance(model, LocalModel):
+        batch_size = probe_batch_size(model)  # the size this model runs best at, on this machine
+        if batch_size is not None:
+            _log.info("Batch size %d: the fastest of %s rows per call for %s", batch_size,
+                      "/".join(map(str, PROBE_BATCH_SIZES)), model.description)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE
     layout = output_layout(options.output, options.output_format)
     input_format = options.input_format or detect_input_format(options.input)
     chunk_rows = options.chunk_rows

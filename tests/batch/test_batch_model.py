@@ -104,3 +104,22 @@ def test_a_servable_without_signatures_is_refused(tmp_path):
     (tmp_path / "m" / "1" / "model.py").write_text("def create_servable(d):\n    return object()\n")
     with pytest.raises(FailedPreconditionError, match="not an inference servable"):
         open_local_model(tmp_path / "m")
+
+
+def test_probe_batch_size_picks_a_candidate_and_skips_what_it_cannot_feed(base):
+    from pyserving.batch.model import PROBE_BATCH_SIZES, probe_batch_size
+
+    with open_local_model(base) as model:
+        assert probe_batch_size(model) in PROBE_BATCH_SIZES
+        assert probe_batch_size(model, candidates=(8,)) == 8
+
+    from pyserving.servable.signature import DType, SignatureSpec, TensorSpec
+
+    class Strings:
+        method = "tensorflow/serving/predict"
+        signature = SignatureSpec(inputs={"s": TensorSpec(DType.STRING, (None,))}, outputs={})
+
+        def score(self, inputs):
+            raise AssertionError("a string input is never probed")
+
+    assert probe_batch_size(Strings()) is None  # nothing it can fill: the job's default applies
