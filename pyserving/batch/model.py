@@ -38,6 +38,7 @@ from pyserving.loaders.loader import Loader
 from pyserving.loaders.platform import detect_platform, get_platform
 from pyserving.servable.errors import (
     FailedPreconditionError,
+    InternalError,
     InvalidArgumentError,
     NotFoundError,
 )
@@ -56,7 +57,8 @@ from pyserving.sources.version_scan import scan_versions
 
 import numpy as np
 
-__all__ = ["BatchModel", "LocalModel", "open_local_model", "resolve_signature", "probe_batch_size"]
+__all__ = ["BatchModel", "LocalModel", "open_local_model", "resolve_signature", "probe_batch_size",
+           "score_rows", "WrongOutputError"]
 
 
 @runtime_checkable
@@ -150,6 +152,29 @@ class LocalModel:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+class WrongOutputError(InternalError):
+    """The model answered with the wrong number of rows: a model bug, never a bad row."""
+
+
+def score_rows(model: BatchModel, inputs: Mapping[str, np.ndarray], rows: int, examples_input: str | None = None
+               ) -> dict[str, np.ndarray]:
+    """One model call for ``rows`` rows: ``score``, or ``score_examples`` of the serialized
+    examples in ``inputs[examples_input]``; every output must have ``rows`` rows, else
+    :class:`WrongOutputError` (the local pipeline and the Ray Predictor share this rule)."""
+    if examples_input is not None:
+        result = model.score_examples(list(inputs[examples_input]))
+    else:
+        result = model.score(inputs)
+    out = {}
+    for name, value in result.items():
+        value = np.asarray(value)
+        if value.ndim == 0 or len(value) != rows:
+            raise WrongOutputError(f"{model.description} returned {name} with shape {list(value.shape)} "
+                                   f"for {rows} rows; every output needs one row per input row")
+        out[name] = value
+    return out
 
 
 #: Rows per call tried by :func:`probe_batch_size`, smallest first.

@@ -43,12 +43,12 @@ import numpy as np
 import pyarrow as pa
 
 from pyserving.batch.columns import EXAMPLES_INPUT, example_spec, to_tensors, uses_examples
-from pyserving.batch.model import BatchModel
+from pyserving.batch.model import BatchModel, WrongOutputError, score_rows
 from pyserving.batch.options import BadRowError
 from pyserving.batch.progress import Progress
 from pyserving.batch.readers import Block, Reader
 from pyserving.batch.writers import OutputWriter, json_value
-from pyserving.servable.errors import Code, InternalError, ServingError, as_serving_error
+from pyserving.servable.errors import Code, ServingError, as_serving_error
 
 __all__ = ["PipelineSettings", "PipelineResult", "run_pipeline"]
 
@@ -87,10 +87,6 @@ class _Chunk:
     inputs: dict[str, np.ndarray]  # their tensors
     bad: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-class _WrongOutput(InternalError):
-    """The model answered with the wrong number of rows: a model bug, never a bad row."""
 
 
 class _Stopped(Exception):
@@ -304,18 +300,7 @@ class _Job:
         chunk.inputs = {}
 
     def _call(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        if self.examples:
-            result = self.model.score_examples(list(inputs[EXAMPLES_INPUT]))
-        else:
-            result = self.model.score(inputs)
-        out = {}
-        for name, value in result.items():
-            value = np.asarray(value)
-            if value.ndim == 0 or len(value) != rows:
-                raise _WrongOutput(f"{self.model.description} returned {name} with shape {list(value.shape)} "
-                                    f"for {rows} rows; every output needs one row per input row")
-            out[name] = value
-        return out
+        return score_rows(self.model, inputs, rows, EXAMPLES_INPUT if self.examples else None)
 
     def _score_batch(self, chunk: _Chunk, begin: int, end: int
                      ) -> tuple[dict[str, np.ndarray], np.ndarray, list[tuple[int, str]]]:
@@ -323,7 +308,7 @@ class _Job:
         inputs = {k: v[begin:end] for k, v in chunk.inputs.items()}
         try:
             return self._call(inputs, end - begin), np.ones(end - begin, bool), []
-        except _WrongOutput:
+        except WrongOutputError:
             raise
         except Exception as exc:  # noqa: BLE001 - isolate the bad rows below
             first_exc, first = exc, as_serving_error(exc)
@@ -335,7 +320,7 @@ class _Job:
             try:
                 parts.append(self._call({k: v[i: i + 1] for k, v in inputs.items()}, 1))
                 ok[i] = True
-            except _WrongOutput:
+            except WrongOutputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - this row is bad
                 error = as_serving_error(exc)

@@ -219,19 +219,9 @@ class Predictor:
 
     def _call(self, inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         from pyserving.batch.columns import EXAMPLES_INPUT
+        from pyserving.batch.model import score_rows
 
-        if self.examples:
-            result = self.model.score_examples(list(inputs[EXAMPLES_INPUT]))
-        else:
-            result = self.model.score(inputs)
-        out = {}
-        for name, value in result.items():
-            value = np.asarray(value)
-            if value.ndim == 0 or len(value) != rows:
-                raise InternalError(f"{self.model.description} returned {name} with shape {list(value.shape)} "
-                                    f"for {rows} rows; every output needs one row per input row")
-            out[name] = value
-        return out
+        return score_rows(self.model, inputs, rows, EXAMPLES_INPUT if self.examples else None)
 
     def _score(self, inputs: Mapping[str, np.ndarray], rows: np.ndarray
                ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[int, str]]:

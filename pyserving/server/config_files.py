@@ -6,6 +6,7 @@ routing config, monitoring config, SSL config): pure functions, safe from any th
 * :func:`read_config_text` returns a file's text; a file that cannot be read raises
   :func:`as_serving_error`'s error (NOT_FOUND when missing) and text that is not UTF-8
   raises INVALID_ARGUMENT, both naming the kind of file and its path.
+* :func:`parse_text_config` parses protobuf text format; errors name the file, line and column.
 * :func:`atomic_write_text` replaces a file so that a reader (a config poll) sees the old
   or the new content, never a mix: the text goes to a temporary file in the same folder
   (created exclusively), is flushed and fsynced, gets the old file's permission bits (0666
@@ -19,10 +20,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any, TypeVar
 
 from pyserving.servable.errors import InvalidArgumentError, as_serving_error
 
-__all__ = ["read_config_text", "atomic_write_text"]
+__all__ = ["read_config_text", "parse_text_config", "atomic_write_text"]
+
+_M = TypeVar("_M")
 
 
 def read_config_text(path: str | os.PathLike[str], what: str) -> str:
@@ -37,6 +41,30 @@ def read_config_text(path: str | os.PathLike[str], what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidArgumentError(f"Cannot parse {what} {source}: not UTF-8 text ({exc})") from exc
+
+
+def parse_text_config(text: str, message: _M, what: str, source: str) -> _M:
+    """Parse protobuf text format into ``message`` (returned); a syntax error or an unknown
+    field raises INVALID_ARGUMENT ``Cannot parse <what> <source> line L column C: ...``."""
+    from google.protobuf import text_format
+
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as exc:
+        raise InvalidArgumentError(f"Cannot parse {what} {source}{_where(exc)}") from exc
+    return message
+
+
+def _where(exc: Any) -> str:
+    """`` line L column C: message`` of a ``text_format.ParseError`` (its own ``L:C : `` prefix removed)."""
+    text = str(exc)
+    line, column = exc.GetLine(), exc.GetColumn()
+    if line is None:
+        return f": {text}"
+    prefix = f"{line}:{column} : " if column is not None else f"{line} : "
+    detail = text[len(prefix):] if text.startswith(prefix) else text
+    where = f" line {line}" + (f" column {column}" if column is not None else "")
+    return f"{where}: {detail}"
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, what: str = "file") -> None:

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from pyserving.servable.errors import InvalidArgumentError
-from pyserving.server.config_files import read_config_text
+from pyserving.server.config_files import parse_text_config, read_config_text
 
 __all__ = ["DEFAULT_PATH", "MonitoringSettings", "parse_monitoring_config", "load_monitoring_config"]
 
@@ -50,15 +49,9 @@ class MonitoringSettings:
 
 def parse_monitoring_config(text: str, source: str = "<text>") -> MonitoringSettings:
     """The settings of a text-format ``MonitoringConfig``; ``source`` names it in errors."""
-    from google.protobuf import text_format
-
     from pyserving.protos import monitoring_pb2
 
-    config = monitoring_pb2.MonitoringConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as exc:
-        raise InvalidArgumentError(f"Cannot parse monitoring config {source}{_where(exc)}") from exc
+    config = parse_text_config(text, monitoring_pb2.MonitoringConfig(), "monitoring config", source)
     prometheus = config.prometheus_config
     path = prometheus.path or DEFAULT_PATH
     if prometheus.enable:
@@ -81,15 +74,3 @@ def _check_path(path: str, source: str) -> None:
             f"Invalid monitoring config {source}: prometheus_config.path must not contain whitespace, '?' or '#', "
             f"got {path!r}"
         )
-
-
-def _where(exc: Any) -> str:
-    """`` line L column C: message`` of a ``text_format.ParseError`` (its own ``L:C : `` prefix removed)."""
-    text = str(exc)
-    line, column = exc.GetLine(), exc.GetColumn()
-    if line is None:
-        return f": {text}"
-    prefix = f"{line}:{column} : " if column is not None else f"{line} : "
-    detail = text[len(prefix):] if text.startswith(prefix) else text
-    where = f" line {line}" + (f" column {column}" if column is not None else "")
-    return f"{where}: {detail}"

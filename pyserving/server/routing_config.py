@@ -47,7 +47,7 @@ from typing import Any, Mapping, Sequence
 
 from pyserving.manager.routes import Arm, HeaderRule, Route, Shadow
 from pyserving.servable.errors import InvalidArgumentError, ServingError
-from pyserving.server.config_files import atomic_write_text, read_config_text
+from pyserving.server.config_files import atomic_write_text, parse_text_config, read_config_text
 
 __all__ = [
     "parse_routing_config",
@@ -142,15 +142,9 @@ def parse_routing_config(text: str, source: str = "<text>") -> list[Route]:
     type — "Cannot parse routing config {source} line L column C: ..."; a route breaking a
     rule, or two routes with one name — "Invalid routing config {source}: ...".
     """
-    from google.protobuf import text_format
-
     from pyserving.protos import routing_pb2
 
-    config = routing_pb2.RoutingConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as exc:
-        raise InvalidArgumentError(f"Cannot parse routing config {source}{_parse_error_detail(exc)}") from exc
+    config = parse_text_config(text, routing_pb2.RoutingConfig(), "routing config", source)
     routes: list[Route] = []
     seen: set[str] = set()
     for message in config.routes:
@@ -165,18 +159,6 @@ def parse_routing_config(text: str, source: str = "<text>") -> list[Route]:
         seen.add(route.name)
         routes.append(route)
     return routes
-
-
-def _parse_error_detail(exc: Any) -> str:
-    """" line L column C: message" of a text_format.ParseError (its own "L:C : " prefix removed)."""
-    text = str(exc)
-    line, column = exc.GetLine(), exc.GetColumn()
-    if line is None:
-        return f": {text}"
-    prefix = f"{line}:{column} : " if column is not None else f"{line} : "
-    detail = text[len(prefix):] if text.startswith(prefix) else text
-    where = f" line {line}" + (f" column {column}" if column is not None else "")
-    return f"{where}: {detail}"
 
 
 def load_routing_config(path: str | os.PathLike[str]) -> list[Route]:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyserving.servable.errors import InvalidArgumentError
-from pyserving.server.config_files import read_config_text
+from pyserving.server.config_files import parse_text_config, read_config_text
 
 __all__ = ["TlsSettings", "load_ssl_config", "parse_ssl_config", "grpc_server_credentials", "rest_ssl_context"]
 
@@ -73,15 +73,9 @@ class TlsSettings:
 
 def parse_ssl_config(text: str, source: str = "<text>") -> TlsSettings:
     """The settings of a text-format ``SSLConfig``; ``source`` names it in errors."""
-    from google.protobuf import text_format
-
     from pyserving.protos import ssl_config_pb2
 
-    config = ssl_config_pb2.SSLConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as exc:
-        raise InvalidArgumentError(f"Cannot parse SSL config {source}: {exc}") from exc
+    config = parse_text_config(text, ssl_config_pb2.SSLConfig(), "SSL config", source)
     return TlsSettings(
         server_key=config.server_key,
         server_cert=config.server_cert,
