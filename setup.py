@@ -36,10 +36,11 @@ setup(
     ],
     extras_require={
         # cryptography: the TLS tests generate their own CA, server and client certificates
-        # opentelemetry-sdk: the tracing tests export spans to its in-memory exporter
+        # opentelemetry-sdk and -exporter-otlp: the tracing tests (in-memory exporter; OTEL_* configuration)
         # pyarrow + tqdm + ray: pyserving batch (the batch and ray extras) is tested too
         "test": [
-            "pytest>=8", "pytest-timeout>=2.2", "requests>=2.31", "cryptography>=42", "opentelemetry-sdk>=1.20",
+            "pytest>=8", "pytest-timeout>=2.2", "requests>=2.31", "cryptography>=42",
+            "opentelemetry-sdk>=1.20", "opentelemetry-exporter-otlp>=1.20",
             "pyarrow>=14", "tqdm>=4.60", "ray[data]>=2.60",
         ],
         # pyserving batch: columnar input and output streamed in record batches (Parquet, CSV, JSON Lines), progress bar

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ from pyserving.loaders.loader import Resources
 from pyserving.manager import AspiredVersionsManager, AspiredVersionsManagerOptions, LifecycleLog, ResourceTracker
 from pyserving.servable.data import ServableData
 from pyserving.servable.errors import (
+    Code,
     DeadlineExceededError,
     NotFoundError,
     ServingError,
@@ -226,18 +228,27 @@ class ServerCore:
         ]
         if failures:
             raise UnknownError(f"{len(failures)} {noun} did not become available: {{{', '.join(failures)}}}")
-        if wait_for:
-            requests = [ServableRequest.latest(name) for name in wait_for]
+        pending = list(wait_for)
+        limit = self.options.load_wait_timeout_s
+        deadline = None if limit is None else time.monotonic() + limit
+        while pending:
+            requests = [ServableRequest.latest(name) for name in pending]
             try:
                 states = self.manager.monitor.wait_until(
-                    requests, ManagerState.AVAILABLE, timeout_s=self.options.load_wait_timeout_s
+                    requests, ManagerState.AVAILABLE,
+                    timeout_s=None if deadline is None else max(0.0, deadline - time.monotonic()),
                 )
             except DeadlineExceededError as exc:
                 raise UnknownError(f"Models did not become available in time: {exc.message}") from exc
+            pending = []
             for state in states.values():
-                if state.manager_state is ManagerState.END:
-                    error = state.health.message if state.health else "unloaded"
-                    failures.append(f"{{{state.id} due to error: {error}}}")
+                if state.manager_state is not ManagerState.END:
+                    continue
+                if self._superseded(state, deadline):
+                    pending.append(state.id.name)  # a newer version took over while it loaded: wait for that
+                    continue
+                error = state.health.message if state.health else "unloaded"
+                failures.append(f"{{{state.id} due to error: {error}}}")
         if failures:
             raise UnknownError(f"{len(failures)} {noun} did not become available: {{{', '.join(failures)}}}")
         self._await_labelled_versions(models, wait_for)
@@ -247,6 +258,21 @@ class ServerCore:
                 dict(model.version_labels),
                 allow_unavailable=self.options.allow_version_labels_for_unavailable_models,
             )
+
+    def _superseded(self, state: ServableState, deadline: float | None) -> bool:
+        """Whether ``state`` (END) is a load cancelled because a newer version of the model
+        became aspired meanwhile (a version completed on disk while the server started): then
+        that newer version is the one to wait for. Polls briefly (bounded) for the newer
+        version to be published, since the cancellation may be seen first."""
+        if state.health is None or state.health.code is not Code.CANCELLED:
+            return False
+        until = time.monotonic() + 2.0 if deadline is None else min(deadline, time.monotonic() + 2.0)
+        while True:
+            if any(s.id.version > state.id.version for s in self.version_states(state.id.name)):
+                return True
+            if time.monotonic() >= until:
+                return False
+            time.sleep(0.01)  # bounded poll of the monitor's published states
 
     def _await_labelled_versions(self, models: Sequence[ModelEntry], names: Sequence[str]) -> None:
         """Wait until every version a label of a just-added model names has settled.
