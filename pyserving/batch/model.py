@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -41,6 +42,8 @@ from pyserving.servable.errors import (
     InternalError,
     InvalidArgumentError,
     NotFoundError,
+    ServingError,
+    as_serving_error,
 )
 from pyserving.servable.ids import ServableId
 from pyserving.servable.signature import (
@@ -58,7 +61,7 @@ from pyserving.sources.version_scan import scan_versions
 import numpy as np
 
 __all__ = ["BatchModel", "LocalModel", "open_local_model", "resolve_signature", "probe_batch_size",
-           "score_rows", "WrongOutputError"]
+           "score_rows", "score_isolating_rows", "IsolatedScores", "row_failure", "WrongOutputError"]
 
 
 @runtime_checkable
@@ -175,6 +178,56 @@ def score_rows(model: BatchModel, inputs: Mapping[str, np.ndarray], rows: int, e
                                    f"for {rows} rows; every output needs one row per input row")
         out[name] = value
     return out
+
+
+@dataclass(frozen=True)
+class IsolatedScores:
+    """What :func:`score_isolating_rows` found: the outputs of the rows that succeeded
+    (concatenated in row order), which rows succeeded, the error of each failed row (by
+    index), and the whole-batch call's error (None when it succeeded)."""
+
+    outputs: dict[str, np.ndarray]
+    ok: np.ndarray
+    row_errors: dict[int, ServingError]
+    batch_error: BaseException | None = None
+
+    @property
+    def first_error(self) -> ServingError:
+        """The whole-batch call's error (only when some row failed)."""
+        assert self.batch_error is not None, "every row succeeded"
+        return as_serving_error(self.batch_error)
+
+
+def score_isolating_rows(model: BatchModel, inputs: Mapping[str, np.ndarray], rows: int,
+                         examples_input: str | None = None, fatal: type[BaseException] = WrongOutputError
+                         ) -> IsolatedScores:
+    """One :func:`score_rows` call for all ``rows``; if it fails, one call per row, so one bad
+    row never costs its neighbours. Errors of type ``fatal`` (a model bug, not a bad row)
+    propagate; the caller decides what "every row failed" means."""
+    try:
+        return IsolatedScores(score_rows(model, inputs, rows, examples_input), np.ones(rows, bool), {})
+    except fatal:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolate the bad rows below
+        batch_error: BaseException = exc
+    ok = np.zeros(rows, bool)
+    parts: list[dict[str, np.ndarray]] = []
+    row_errors: dict[int, ServingError] = {}
+    for i in range(rows):
+        try:
+            parts.append(score_rows(model, {k: v[i: i + 1] for k, v in inputs.items()}, 1, examples_input))
+            ok[i] = True
+        except fatal:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this row is bad
+            row_errors[i] = as_serving_error(exc)
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    return IsolatedScores(merged, ok, row_errors, batch_error)
+
+
+def row_failure(error: ServingError) -> str:
+    """The errors-file reason of a row the model refused."""
+    return f"model call failed: {error.code.name}: {error.message}"
 
 
 #: Rows per call tried by :func:`probe_batch_size`, smallest first.

@@ -43,12 +43,12 @@ import numpy as np
 import pyarrow as pa
 
 from pyserving.batch.columns import EXAMPLES_INPUT, example_spec, to_tensors, uses_examples
-from pyserving.batch.model import BatchModel, WrongOutputError, score_rows
+from pyserving.batch.model import BatchModel, row_failure, score_isolating_rows
 from pyserving.batch.options import BadRowError
 from pyserving.batch.progress import Progress
 from pyserving.batch.readers import Block, Reader
 from pyserving.batch.writers import OutputWriter, json_value
-from pyserving.servable.errors import Code, ServingError, as_serving_error
+from pyserving.servable.errors import Code, ServingError
 
 __all__ = ["PipelineSettings", "PipelineResult", "run_pipeline"]
 
@@ -299,39 +299,18 @@ class _Job:
             chunk.ids = chunk.ids.filter(pa.array(keep))
         chunk.inputs = {}
 
-    def _call(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        return score_rows(self.model, inputs, rows, EXAMPLES_INPUT if self.examples else None)
-
     def _score_batch(self, chunk: _Chunk, begin: int, end: int
                      ) -> tuple[dict[str, np.ndarray], np.ndarray, list[tuple[int, str]]]:
         """(outputs of the rows that succeeded, success mask, [(position, reason)] of the others)."""
         inputs = {k: v[begin:end] for k, v in chunk.inputs.items()}
-        try:
-            return self._call(inputs, end - begin), np.ones(end - begin, bool), []
-        except WrongOutputError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - isolate the bad rows below
-            first_exc, first = exc, as_serving_error(exc)
-        ok = np.zeros(end - begin, bool)
-        parts: list[dict[str, np.ndarray]] = []
-        failures: list[tuple[int, str]] = []
-        errors: list[ServingError] = []
-        for i in range(end - begin):
-            try:
-                parts.append(self._call({k: v[i: i + 1] for k, v in inputs.items()}, 1))
-                ok[i] = True
-            except WrongOutputError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - this row is bad
-                error = as_serving_error(exc)
-                errors.append(error)
-                failures.append((begin + i, f"model call failed: {error.code.name}: {error.message}"))
-        if not ok.any() and end - begin > 1 and any(e.code != Code.INVALID_ARGUMENT for e in errors):
+        scores = score_isolating_rows(self.model, inputs, end - begin, EXAMPLES_INPUT if self.examples else None)
+        errors = scores.row_errors
+        if not scores.ok.any() and end - begin > 1 and any(e.code != Code.INVALID_ARGUMENT for e in errors.values()):
+            first = scores.first_error
             raise ServingError.from_code(first.code, f"{self.model.description} failed on every row of a batch "
                                          f"(rows {int(chunk.rows[begin])}..{int(chunk.rows[end - 1])}): "
-                                         f"{first.message}") from first_exc
-        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-        return merged, ok, failures
+                                         f"{first.message}") from scores.batch_error
+        return scores.outputs, scores.ok, [(begin + i, row_failure(e)) for i, e in sorted(errors.items())]
 
     # -- writer -----------------------------------------------------------------------
     def write(self) -> None:

@@ -61,7 +61,6 @@ from pyserving.servable.errors import (
     InternalError,
     InvalidArgumentError,
     ServingError,
-    as_serving_error,
 )
 from pyserving.servable.signature import TensorSpec
 
@@ -217,12 +216,6 @@ class Predictor:
         value = batch.column(self.id_column)[row].as_py() if fmt == "pyarrow" else batch[self.id_column][row]
         return f" (id {value!r})"
 
-    def _call(self, inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        from pyserving.batch.columns import EXAMPLES_INPUT
-        from pyserving.batch.model import score_rows
-
-        return score_rows(self.model, inputs, rows, EXAMPLES_INPUT if self.examples else None)
-
     def _score(self, inputs: Mapping[str, np.ndarray], rows: np.ndarray
                ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[int, str]]:
         """(outputs of the rows that succeeded, their mask over ``rows``, {batch row: reason}).
@@ -230,34 +223,20 @@ class Predictor:
         A failed call is retried row by row; rows that fail alone are bad. When every row
         fails alone with an error other than INVALID_ARGUMENT, the model is broken: raise.
         """
+        from pyserving.batch.columns import EXAMPLES_INPUT
+        from pyserving.batch.model import row_failure, score_isolating_rows
+
         n = len(rows)
         if n == 0:
             return {}, np.zeros(0, bool), {}
-        try:
-            return self._call(inputs, n), np.ones(n, bool), {}
-        except InternalError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - isolate the bad rows below
-            first_exc, first = exc, as_serving_error(exc)
-        ok = np.zeros(n, bool)
-        parts: list[dict[str, np.ndarray]] = []
-        failures: dict[int, str] = {}
-        codes = []
-        for i in range(n):
-            try:
-                parts.append(self._call({k: v[i: i + 1] for k, v in inputs.items()}, 1))
-                ok[i] = True
-            except InternalError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - this row is bad
-                error = as_serving_error(exc)
-                codes.append(error.code)
-                failures[int(rows[i])] = f"model call failed: {error.code.name}: {error.message}"
-        if not ok.any() and any(c != Code.INVALID_ARGUMENT for c in codes or [first.code]):
+        scores = score_isolating_rows(self.model, inputs, n, EXAMPLES_INPUT if self.examples else None,
+                                      fatal=InternalError)
+        codes = [e.code for e in scores.row_errors.values()]
+        if not scores.ok.any() and any(c != Code.INVALID_ARGUMENT for c in codes or [scores.first_error.code]):
+            first = scores.first_error
             raise ServingError.from_code(first.code, f"{self.model.description} failed on every row of a batch "
-                                         f"of {n}: {first.message}") from first_exc
-        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-        return merged, ok, failures
+                                         f"of {n}: {first.message}") from scores.batch_error
+        return scores.outputs, scores.ok, {int(rows[i]): row_failure(e) for i, e in scores.row_errors.items()}
 
     def _attach(self, batch: Any, fmt: str, names: list[str], outputs: dict[str, np.ndarray]) -> Any:
         keep = names if self.keep_columns is None else [c for c in names if c in self.keep_columns]
