@@ -72,9 +72,17 @@ from pyserving.server.core import ServerCore
 from pyserving.server.model_config import ModelEntry, load_model_server_config, models_from_config, uri_is_relative_path
 from pyserving.sources.version_policy import SpecificVersions
 
-__all__ = ["ControlPlane"]
+__all__ = ["ControlPlane", "ConfigFileError"]
 
 _log = logging.getLogger(__name__)
+
+
+class ConfigFileError(ServingError):
+    """A config file that cannot be read, parsed or validated (as opposed to a config that
+    could not be applied); the code and message are those of the underlying error."""
+
+    def __init__(self, error: ServingError) -> None:
+        super().__init__(error.message, error.code)
 
 
 class ControlPlane:
@@ -154,11 +162,15 @@ class ControlPlane:
     def reload_models_from_file(self, force: bool = False) -> bool:
         """Read ``model_config_file`` and apply it if it changed since last read or written
         here, or always with ``force`` (an explicit re-read such as SIGHUP); True if the
-        model list in force changed. Raises what reading or applying raises."""
+        model list in force changed. A file that cannot be read or is invalid raises
+        :class:`ConfigFileError`; a change that cannot be applied raises its own error."""
         if not self._model_config_file:
             raise FailedPreconditionError("no --model_config_file is configured")
         with self._lock:
-            models = models_from_config(load_model_server_config(self._model_config_file), self._core.models())
+            try:
+                models = models_from_config(load_model_server_config(self._model_config_file), self._core.models())
+            except ServingError as exc:
+                raise ConfigFileError(exc) from exc
             if self._file_models is None:
                 self._file_models = self._core.models()
             if models == self._file_models and not force:
@@ -176,7 +188,10 @@ class ControlPlane:
         if not self._routing_config_file:
             raise FailedPreconditionError("no --routing_config_file is configured")
         with self._lock:
-            routes = sorted(load_routing_config(self._routing_config_file), key=lambda r: r.name)
+            try:
+                routes = sorted(load_routing_config(self._routing_config_file), key=lambda r: r.name)
+            except ServingError as exc:
+                raise ConfigFileError(exc) from exc
             if self._file_routes is None:
                 self._file_routes = self._router.routes()
             if routes == self._file_routes and not force:

@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from pyserving.manager.router import Router
-from pyserving.server.control_plane import ControlPlane
+from pyserving.server.control_plane import ConfigFileError, ControlPlane
 from pyserving.server.core import ServerCore, ServerCoreOptions
 from pyserving.server.data_plane import DataPlane
-from pyserving.server.model_config import ModelEntry, load_model_server_config, models_from_config
+from pyserving.server.model_config import ModelEntry, models_from_config
 from pyserving.server.monitoring_config import MonitoringSettings
 from pyserving.server.request_logger import RequestLoggers
 from pyserving.server.tls import TlsSettings
@@ -313,19 +313,16 @@ class ModelServer:
             reload(False)
 
     def _reload_models(self, force: bool) -> None:
-        # TF Serving's two log lines (PollFilesystemAndReloadConfig): the file is read here
-        # only to tell a bad file from a failed reload; the control plane reads it again
-        # under its lock, so a concurrent admin change is never undone.
+        # TF Serving's two log lines of PollFilesystemAndReloadConfig: a bad file, or a reload
+        # that failed. The control plane reads the file under its lock, so a concurrent admin
+        # change is never undone.
         path = self.settings.model_config_file
-        try:
-            models_from_config(load_model_server_config(path), self.core.models())
-        except Exception as exc:  # noqa: BLE001 - a bad file must not stop the server
-            _log.error("Failed to read ModelServerConfig file: %s", exc)
-            return
         try:
             if self.control.reload_models_from_file(force=force):
                 _log.info("Reloaded the model config from %s: %s", path, ", ".join(m.name for m in self.core.models()))
-        except Exception as exc:  # noqa: BLE001
+        except ConfigFileError as exc:
+            _log.error("Failed to read ModelServerConfig file: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a failed reload must not stop the server
             _log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc)
 
     def _reload_routes(self, force: bool) -> None:
