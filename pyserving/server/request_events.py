@@ -26,10 +26,6 @@ from typing import Any, Callable, Protocol, Sequence
 
 __all__ = ["RequestEvent", "RequestObserver", "notify"]
 
-#: gRPC API labels (TF Serving's ``API`` label) by REST verb.
-GRPC_API = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
-
-
 @dataclass(slots=True)
 class RequestEvent:
     """What one request was and how it ended; see the module docstring."""
